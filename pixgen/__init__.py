@@ -1,0 +1,3 @@
+"""pixgen: paint pictures by optimisation, guided by CLIP."""
+
+__version__ = "0.1.0"

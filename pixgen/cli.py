@@ -1,0 +1,84 @@
+"""The ``pixgen`` command line: run | plugins | info | models | classify | search | render.
+
+Every command raises :class:`pixgen.errors.PixgenError` for problems the user can fix;
+:func:`main` turns those into one message on stderr and the error's exit status. Set
+``PIXGEN_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from pixgen.errors import PixgenError
+
+app = typer.Typer(
+    name="pixgen",
+    help="Paint pictures by optimisation, guided by CLIP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each module adds its commands; a module that is not there yet is skipped.
+COMMAND_MODULES = [
+    "pixgen.commands.run",
+    "pixgen.commands.plugins",
+    "pixgen.commands.info",
+    "pixgen.commands.models",
+    "pixgen.commands.clip",
+    "pixgen.commands.render",
+]
+
+for _module_name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_module_name)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module_name:
+            raise
+        continue
+    _module.register(app)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"error: {message.rstrip()}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pixgen`` script; returns the exit status."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except PixgenError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _error("aborted")
+        return 130
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if os.environ.get("PIXGEN_DEBUG"):
+            raise
+        _error(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in pixgen or a plugin; run with PIXGEN_DEBUG=1 for the traceback."
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared model services: CLIP loading and cutouts, VQGAN loading, the weights cache."""

@@ -1,0 +1,1 @@
+"""pixgen/shapes: a small demonstration CLIP trained on procedurally drawn, captioned shapes."""
