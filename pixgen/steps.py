@@ -7,6 +7,7 @@ linearly between keyframes and holds the ends.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -99,7 +100,7 @@ class ScheduleFn:
         frames = self.keyframes
         if step <= frames[0][0]:
             return frames[0][1]
-        for (s0, v0), (s1, v1) in zip(frames, frames[1:], strict=False):
+        for (s0, v0), (s1, v1) in itertools.pairwise(frames):
             if step <= s1:
                 if s1 == s0:
                     return v1

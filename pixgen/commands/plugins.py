@@ -1,0 +1,93 @@
+"""``pixgen plugins list|show``: what is installed and what options each plugin takes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+plugins_app = typer.Typer(help="List plugins and show their options.", no_args_is_help=True)
+
+
+def describe_options(cls: type) -> list[dict[str, Any]]:
+    """Each option of a plugin class: name, type, default, description."""
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, field in cls.Options.model_fields.items():  # type: ignore[attr-defined]
+        annotation = field.annotation
+        type_text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+        type_text = type_text or str(annotation).replace("typing.", "").replace("pathlib.", "")
+        if field.is_required():
+            default: Any = "(required)"
+        elif field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = None if field.default is PydanticUndefined else field.default
+        rows.append({"name": name, "type": type_text, "default": default,
+                     "description": field.description or ""})
+    return rows
+
+
+@plugins_app.command("list")
+def list_plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Every plugin: name, kind, where it comes from, what it does."""
+    from pixgen.plugins import default_plugins
+
+    plugins = default_plugins()
+    infos = sorted(plugins.registry.plugins.values(), key=lambda i: (i.kind, i.name))
+    if as_json:
+        data = [{"name": i.name, "kind": i.kind, "source": i.source, "file": i.file,
+                 "summary": i.summary} for i in infos]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("name", "kind", "from", "what it does"):
+        table.add_column(column)
+    for i in infos:
+        table.add_row(i.name, i.kind, i.source, i.summary)
+    Console(width=160).print(table)
+
+
+@plugins_app.command("show")
+def show_plugin(
+    name: Annotated[str, typer.Argument(help="plugin name, e.g. pixel or clip")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """A plugin's options with types, defaults and docs."""
+    from pixgen.errors import PixgenError
+    from pixgen.plugins import default_plugins
+
+    plugins = default_plugins()
+    try:
+        info = plugins.registry.get(name)
+    except KeyError as exc:
+        raise PixgenError(str(exc.args[0])) from None
+    rows = describe_options(info.cls)
+    if as_json:
+        sys.stdout.write(json.dumps({"name": info.name, "kind": info.kind, "source": info.source,
+                                     "doc": (info.cls.__doc__ or "").strip(), "options": rows},
+                                    indent=2, default=str) + "\n")
+        return
+    out = [f"{info.name} ({info.kind}, from {info.source})", ""]
+    doc = (info.cls.__doc__ or "").strip()
+    if doc:
+        out += [doc, ""]
+    out.append("options:")
+    if info.kind == "loss":
+        out.append("  weight: float or schedule = 1.0  -- the loss's weight; a schedule such as "
+                   "{0: 1.0, '50%': 0.2} interpolates over the run")
+    for row in rows:
+        out.append(f"  {row['name']}: {row['type']} = {row['default']!r}  -- {row['description']}")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(plugins_app, name="plugins")

@@ -1,0 +1,626 @@
+"""The optimisation loop.
+
+Read it top to bottom: :func:`run` loads the recipe, :class:`Engine` builds the plugins,
+makes the run folder, and :meth:`Engine.run` steps: render, score, record, update,
+outputs last. Speed tricks (autocast, fused optimisers) live behind this loop and are
+invisible to plugins. Losses are recorded on the device and read back only when the
+progress display, an early-stop check or the end of the run needs them, so a step does
+no host synchronisation of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+import pixgen
+from pixgen.context import RunContext
+from pixgen.errors import DeviceError, PixgenError, PluginRunError
+from pixgen.fileio import atomic_write_text, save_png, tensor_to_pil
+from pixgen.plugin import Generator, Loss, Output, Plugin
+from pixgen.plugins import PluginInfo, PluginSet
+from pixgen.progress import ProgressDisplay
+from pixgen.recipe import OptimizerConfig, Recipe, load_recipe
+from pixgen.steps import ScheduleFn, resolve_step
+
+# -- devices, precision, optimisers ------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable explicit device is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {name!r} was asked for, but PyTorch sees no CUDA GPU "
+                f"(torch {torch.__version__}); use device: auto or cpu"
+            )
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {name!r} was asked for, but only {torch.cuda.device_count()} "
+                "CUDA GPU(s) are visible"
+            )
+        return torch.device("cuda", index)
+    if name == "mps" and not mps_ok:
+        raise DeviceError("device 'mps' was asked for, but Apple's MPS is not available")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _make_adam(params: Any, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    fused = device.type == "cuda"
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                            fused=fused or None)
+
+
+def _make_adamw(params: Any, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                             fused=fused or None)
+
+
+def _make_sgd(params: Any, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, OptimizerConfig, torch.device], torch.optim.Optimizer]] = {
+    "adam": _make_adam,
+    "adamw": _make_adamw,
+    "sgd": _make_sgd,
+}
+
+
+def lr_factor(cfg: OptimizerConfig, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base lr at each step: warm-up, then the schedule, times drops."""
+    warmup = resolve_step(cfg.warmup, total_steps)
+    drops = sorted(resolve_step(d, total_steps) for d in cfg.drops)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            value = (step + 1) / warmup
+        else:
+            span = max(1, total_steps - warmup)
+            t = min(1.0, (step - warmup) / span)
+            floor = cfg.min_lr_factor
+            if cfg.schedule == "cosine":
+                value = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+            elif cfg.schedule == "linear":
+                value = 1 - (1 - floor) * t
+            else:
+                value = 1.0
+        for drop in drops:
+            if step >= drop:
+                value *= cfg.drop_factor
+        return value
+
+    return factor
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    image: Image.Image
+    run_dir: Path | None
+    history: dict[str, Any]
+    status: str  # completed | early_stopped | interrupted | failed
+    steps_done: int
+    seed: int
+    recipe: Recipe
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_path(self) -> Path | None:
+        return self.run_dir / "final.png" if self.run_dir else None
+
+
+# -- the run folder ----------------------------------------------------------------------
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return slug[:60] or "run"
+
+
+def make_run_dir(name: str, output: str | os.PathLike[str] | None,
+                 root: str | os.PathLike[str] = "outputs") -> Path:
+    """A new, empty folder for the run; never reuses a folder that has files in it."""
+    if output is not None:
+        path = Path(output)
+        if path.exists():
+            if not path.is_dir():
+                raise PixgenError(f"--output {path} exists and is not a folder")
+            if any(path.iterdir()):
+                raise PixgenError(
+                    f"--output {path} already exists and is not empty; pixgen never "
+                    "overwrites a run (choose another folder)"
+                )
+            return path
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise PixgenError(f"cannot create the run folder {path}: {exc.strerror or exc}") from exc
+        return path
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{_slug(name)}-{stamp}"
+    for attempt in range(1, 1000):
+        path = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise PixgenError(f"cannot create the run folder {path}: {exc.strerror or exc}") from exc
+    raise PixgenError(f"cannot find a free run folder name under {root}")
+
+
+# -- plugin calls that name the culprit --------------------------------------------------
+
+
+@contextlib.contextmanager
+def _blame(plugin: Plugin | type[Plugin], info: PluginInfo | None, what: str) -> Iterator[None]:
+    try:
+        yield
+    except (PixgenError, KeyboardInterrupt):
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        raise PixgenError(
+            f"out of GPU memory in {what}; lower the size, the cutouts or use fewer models"
+        ) from exc
+    except Exception as exc:
+        cls = plugin if isinstance(plugin, type) else type(plugin)
+        name = getattr(cls, "name", cls.__name__)
+        kind = getattr(cls, "kind", "plugin")
+        where = info.file if info and info.file else (sys.modules.get(cls.__module__) and
+                                                      getattr(sys.modules[cls.__module__], "__file__", None))
+        source = f" ({where})" if where else ""
+        raise PluginRunError(
+            f"{kind} plugin {name!r}{source} failed in {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+@dataclass
+class _LossSlot:
+    label: str
+    loss: Loss
+    info: PluginInfo
+    weight: ScheduleFn
+
+
+class _History:
+    """Per-step loss values kept on the device; read back in batches."""
+
+    def __init__(self) -> None:
+        self.columns: list[str] = ["total"]
+        self._pending: list[torch.Tensor] = []
+        self.rows: list[list[float]] = []
+
+    def column(self, name: str) -> int:
+        if name not in self.columns:
+            self.columns.append(name)
+        return self.columns.index(name)
+
+    def record(self, values: torch.Tensor) -> None:
+        self._pending.append(values.detach())
+
+    def sync(self) -> None:
+        if not self._pending:
+            return
+        width = max(v.numel() for v in self._pending)
+        padded = [torch.nn.functional.pad(v.float(), (0, width - v.numel()), value=math.nan)
+                  for v in self._pending]
+        host = torch.stack(padded).cpu().tolist()
+        self.rows.extend(host)
+        self._pending.clear()
+
+    def latest(self) -> dict[str, float]:
+        self.sync()
+        if not self.rows:
+            return {}
+        row = self.rows[-1]
+        return {c: row[i] for i, c in enumerate(self.columns) if i < len(row)}
+
+    def as_dict(self) -> dict[str, Any]:
+        self.sync()
+        def col(i: int) -> list[float | None]:
+            return [None if i >= len(r) or math.isnan(r[i]) else r[i] for r in self.rows]
+        return {
+            "step": list(range(len(self.rows))),
+            "total": col(0),
+            "losses": {c: col(i) for i, c in enumerate(self.columns) if i > 0},
+        }
+
+
+# -- the engine --------------------------------------------------------------------------
+
+
+class Engine:
+    """Builds the plugins of a validated recipe and runs the loop."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        plugins: PluginSet,
+        *,
+        output: str | os.PathLike[str] | None = None,
+        outputs_root: str | os.PathLike[str] = "outputs",
+        quiet: bool = True,
+        offline: bool = False,
+        write_files: bool = True,
+    ):
+        self.recipe = recipe
+        self.plugins = plugins
+        self.quiet = quiet
+        self.device = resolve_device(recipe.device)
+        self.precision = resolve_precision(recipe.precision, self.device)
+        seed = recipe.seed if recipe.seed is not None else secrets.randbits(31)
+        self.recipe = recipe.model_copy(update={"seed": seed})
+        self.ctx = RunContext(
+            recipe=self.recipe, device=self.device, precision=self.precision, seed=seed,
+            run_dir=None, recipe_dir=recipe.base_dir, offline=offline,
+            notice_sink=None if quiet else self._print_notice,
+        )
+        self._output_arg = output
+        self._outputs_root = outputs_root
+        self._write_files = write_files
+        self._stop_requested = False
+        self._seed_everything(seed)
+        self.generator = self._build_generator()
+        self.losses = self._build_losses()
+        self.outputs = self._build_outputs()
+        self.optimizer = self._build_optimizer()
+
+    # -- set-up ----------------------------------------------------------------------
+    @staticmethod
+    def _print_notice(message: str) -> None:
+        sys.stderr.write(f"note: {message}\n")
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _build_generator(self) -> Generator:
+        entry = self.recipe.generator
+        info = self.plugins.registry.get(entry.use, "generator")
+        with _blame(info.cls, info, "set-up"):
+            generator = info.cls(entry.options, self.ctx)  # type: ignore[call-arg]
+            generator.to(self.device)
+        self._generator_info = info
+        return generator  # type: ignore[return-value]
+
+    def _build_losses(self) -> list[_LossSlot]:
+        slots: list[_LossSlot] = []
+        seen: dict[str, int] = {}
+        for entry in self.recipe.losses:
+            info = self.plugins.registry.get(entry.use, "loss")
+            with _blame(info.cls, info, "set-up"):
+                loss = info.cls(entry.options, self.ctx)  # type: ignore[call-arg]
+            label = entry.label or entry.use
+            seen[label] = seen.get(label, 0) + 1
+            if seen[label] > 1:
+                label = f"{label}#{seen[label]}"
+            slots.append(_LossSlot(label, loss, info, ScheduleFn(entry.weight, self.recipe.steps)))  # type: ignore[arg-type]
+        return slots
+
+    def _build_outputs(self) -> list[tuple[Output, PluginInfo]]:
+        built = []
+        for entry in self.recipe.outputs:
+            info = self.plugins.registry.get(entry.use, "output")
+            with _blame(info.cls, info, "set-up"):
+                built.append((info.cls(entry.options, self.ctx), info))  # type: ignore[call-arg]
+        return built
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.recipe.optimizer
+        groups = self.generator.parameter_groups()
+        params = groups if groups is not None else [p for p in self.generator.parameters()
+                                                     if p.requires_grad]
+        if not params:
+            raise PluginRunError(
+                f"generator {self.recipe.generator.use!r} has no trainable parameters"
+            )
+        optimizer = OPTIMIZERS[cfg.name](params, cfg, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_factor(cfg, self.recipe.steps)
+        )
+        return optimizer
+
+    # -- the step --------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _score(self, image: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted total and the row of values recorded for this step."""
+        total = torch.zeros((), device=self.device, dtype=torch.float32)
+        values: list[tuple[int, torch.Tensor]] = []
+        for slot in self.losses:
+            weight = slot.weight(step)
+            if weight == 0.0:
+                continue  # a scheduled-off loss costs nothing
+            with _blame(slot.loss, slot.info, f"step {step}"):
+                out = slot.loss(image, self.ctx)
+            if isinstance(out, Mapping):
+                terms = {k: v.float() for k, v in out.items()}
+                value = torch.stack(list(terms.values())).sum() if terms else total * 0
+                for key, term in terms.items():
+                    values.append((self.history.column(f"{slot.label}/{key}"), term))
+            else:
+                value = out.float()
+            if step == 0 and value.dim() != 0:
+                raise PluginRunError(
+                    f"loss plugin {slot.info.name!r} ({slot.info.file}) returned a tensor of "
+                    f"shape {tuple(value.shape)}; a loss must be a scalar"
+                )
+            values.append((self.history.column(slot.label), value))
+            total = total + weight * value
+        row = torch.full((len(self.history.columns),), math.nan, device=self.device)
+        if values:
+            index = torch.tensor([i for i, _ in values], device=self.device)
+            row = row.index_copy(0, index, torch.stack([v.detach() for _, v in values]))
+        row[0] = total.detach()
+        return total, row
+
+    def _render(self, step: int) -> torch.Tensor:
+        with _blame(self.generator, self._generator_info, f"step {step}"):
+            image = self.generator()
+        if step == 0:
+            expected = (1, 3, self.recipe.size[1], self.recipe.size[0])
+            if tuple(image.shape) != expected:
+                raise PluginRunError(
+                    f"generator {self._generator_info.name!r} ({self._generator_info.file}) "
+                    f"rendered shape {tuple(image.shape)}, expected {expected}"
+                )
+        return image
+
+    def _early_stop_due(self, step: int) -> bool:
+        cfg = self.recipe.early_stop
+        if cfg is None or (step + 1) % cfg.check_every:
+            return False
+        self.history.sync()
+        patience = max(1, resolve_step(cfg.patience, self.recipe.steps))
+        totals = [r[0] for r in self.history.rows]
+        best, best_step = math.inf, 0
+        for i, value in enumerate(totals):
+            if value < best - cfg.min_delta:
+                best, best_step = value, i
+        return step - best_step >= patience
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self) -> RunResult:
+        recipe, ctx = self.recipe, self.ctx
+        run_dir = None
+        if self._write_files:
+            run_dir = make_run_dir(recipe.name, self._output_arg, self._outputs_root)
+            ctx.run_dir = run_dir
+            atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+        self.history = _History()
+        for slot in self.losses:
+            self.history.column(slot.label)
+        started = time.time()
+        t0 = time.perf_counter()
+        progress = ProgressDisplay(recipe.steps, enabled=not self.quiet)
+        observe = self.plugins.has_observers("run_step")
+        steps_done = 0
+        error: BaseException | None = None
+        ctx.status = "running"
+        with self._sigint_guard():
+            try:
+                for output, info in self.outputs:
+                    with _blame(output, info, "on_start"):
+                        output.on_start(ctx)
+                self.plugins.hook.run_started(ctx=ctx)
+                for step in range(recipe.steps):
+                    if self._stop_requested:
+                        ctx.status = "interrupted"
+                        break
+                    ctx.begin_step(step)
+                    with self._autocast():
+                        image = self._render(step)
+                        total, row = self._score(image, step)
+                    self.history.record(row)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    with _blame(self.generator, self._generator_info, f"post_step {step}"):
+                        self.generator.post_step()
+                    steps_done = step + 1
+                    detached = image.detach()
+                    for output, info in self.outputs:
+                        if output.wants(step):
+                            with _blame(output, info, f"step {step}"):
+                                output.on_step(ctx, step, detached)
+                    if observe:
+                        self.plugins.hook.run_step(ctx=ctx, step=step, losses=self._row_dict(row))
+                    if progress.due(step, recipe.steps):
+                        progress.update(step, self.history.latest())
+                    if self._early_stop_due(step):
+                        ctx.status = "early_stopped"
+                        break
+                else:
+                    ctx.status = "completed"
+            except KeyboardInterrupt:
+                ctx.status = "interrupted"
+            except BaseException as exc:
+                ctx.status = "failed"
+                error = exc
+            finally:
+                progress.close()
+            if ctx.status == "running":
+                ctx.status = "interrupted"
+            result = self._finish(run_dir, steps_done, started, time.perf_counter() - t0, error)
+        if error is not None:
+            raise error
+        return result
+
+    def _row_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {c: row[i] for i, c in enumerate(self.history.columns) if i < row.numel()}
+
+    def _finish(self, run_dir: Path | None, steps_done: int, started: float, wall: float,
+                error: BaseException | None) -> RunResult:
+        ctx = self.ctx
+        ctx.begin_step(steps_done if ctx.status != "completed" else self.recipe.steps)
+        final_tensor: torch.Tensor | None = None
+        try:
+            with torch.no_grad():
+                final_tensor = self.generator().detach().float()
+        except Exception as exc:  # keep what we can; the first error wins
+            error = error or exc
+        summaries: dict[str, Any] = {}
+        for output, info in self.outputs:
+            try:
+                with _blame(output, info, "on_finish"):
+                    if final_tensor is not None:
+                        output.on_finish(ctx, final_tensor)
+                summaries[info.name] = output.summary()
+            except BaseException as exc:
+                error = error or exc
+        image = tensor_to_pil(final_tensor) if final_tensor is not None else Image.new(
+            "RGB", self.recipe.size)
+        history = self.history.as_dict()
+        info = self._run_info(steps_done, started, wall, error, summaries, history)
+        if run_dir is not None:
+            if final_tensor is not None:
+                save_png(run_dir / "final.png", image, {
+                    "pixgen:recipe": self.recipe.to_yaml(),
+                    "pixgen:seed": str(ctx.seed),
+                    "pixgen:version": pixgen.__version__,
+                    "Software": f"pixgen {pixgen.__version__}",
+                })
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+        result = RunResult(image=image, run_dir=run_dir, history=history, status=ctx.status,
+                           steps_done=steps_done, seed=ctx.seed, recipe=self.recipe,
+                           error=info.get("error"), info=info)
+        with contextlib.suppress(Exception):
+            self.plugins.hook.run_finished(ctx=ctx, result=result)
+        return result
+
+    def _run_info(self, steps_done: int, started: float, wall: float, error: BaseException | None,
+                  summaries: dict[str, Any], history: dict[str, Any]) -> dict[str, Any]:
+        device_name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                       else platform.processor() or platform.machine())
+        return {
+            "pixgen_version": pixgen.__version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "recipe": self.recipe.name,
+            "status": self.ctx.status,
+            "interrupted": self.ctx.status == "interrupted",
+            "error": None if error is None else str(error) if isinstance(error, PixgenError)
+            else f"{type(error).__name__}: {error}",
+            "device": str(self.device),
+            "device_name": device_name,
+            "precision": self.precision,
+            "seed": self.ctx.seed,
+            "steps_planned": self.recipe.steps,
+            "steps_done": steps_done,
+            "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
+            "wall_time_s": round(wall, 3),
+            "steps_per_second": round(steps_done / wall, 3) if wall > 0 else None,
+            "outputs": summaries,
+            "notices": list(self.ctx.notices),
+            "history": history,
+        }
+
+    @contextlib.contextmanager
+    def _sigint_guard(self) -> Iterator[None]:
+        """First Ctrl-C: finish the step, save, stop. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            if not self.quiet:
+                sys.stderr.write("\nstopping after this step (Ctrl-C again to stop now)…\n")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run(
+    recipe: str | os.PathLike[str] | Mapping[str, Any] | Recipe,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    outputs_root: str | os.PathLike[str] = "outputs",
+    set: Sequence[str] = (),
+    plugins: Sequence[object] = (),
+    quiet: bool = True,
+    offline: bool = False,
+    write_files: bool = True,
+    **overrides: Any,
+) -> RunResult:
+    """Run a recipe and return its :class:`RunResult`.
+
+    :param recipe: a path, a YAML string, a dict, or a loaded :class:`Recipe`.
+    :param output: the run folder (must not exist or be empty); default
+        ``outputs/<name>-<timestamp>/``.
+    :param set: CLI-style overrides, ``["steps=50", "losses.0.weight=2"]``.
+    :param plugins: extra plugin modules/objects to register for this run.
+    :param overrides: field overrides by dotted path: ``run(r, steps=50)``; use
+        ``**{"losses.0.weight": 2}`` for nested fields.
+    """
+    if isinstance(recipe, Recipe):
+        from pixgen.plugins import load_plugins
+
+        loaded, plugin_set = recipe, load_plugins(extra=plugins)
+    else:
+        merged: dict[str, Any] = {}
+        if set:
+            from pixgen.recipe import parse_override
+
+            for text in set:
+                path, value = parse_override(text)
+                merged[".".join(path)] = value
+        merged.update(overrides)
+        loaded, plugin_set = load_recipe(recipe, merged, extra_plugins=plugins)
+    engine = Engine(loaded, plugin_set, output=output, outputs_root=outputs_root, quiet=quiet,
+                    offline=offline, write_files=write_files)
+    return engine.run()

@@ -1,0 +1,94 @@
+"""Getting images off the GPU without stalling the loop.
+
+:class:`FrameWriter` copies a device image into pinned host memory with a non-blocking
+copy, records a CUDA event, and hands the frame to a background thread that waits for
+the event and then runs the (slow) consumer: PNG or video encoding. The queue is bounded;
+when it is full the policy is explicit: ``wait`` (the loop waits for the worker) or
+``drop`` (the frame is skipped and counted).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+QueuePolicy = Literal["wait", "drop"]
+_STOP = object()
+
+
+class FrameWriter:
+    """Runs ``consume(step, frame_hwc_uint8)`` on a worker thread for each submitted image."""
+
+    def __init__(
+        self,
+        consume: Callable[[int, np.ndarray], None],
+        *,
+        max_queue: int = 8,
+        policy: QueuePolicy = "wait",
+        name: str = "pixgen-frames",
+    ):
+        self._consume = consume
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_queue))
+        self.policy = policy
+        self.dropped = 0
+        self.written = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _to_host(image: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        # uint8 HWC on the device first: 4x fewer bytes to copy than float32 CHW.
+        frame = image.detach()
+        if frame.dim() == 4:
+            frame = frame[0]
+        frame = frame.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+        if frame.device.type == "cuda":
+            host = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(frame, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return host, event
+        return frame.contiguous().clone(), None
+
+    def submit(self, step: int, image: torch.Tensor) -> bool:
+        """Queue ``image`` ([1,3,H,W] or [3,H,W] in [0,1]); False if it was dropped."""
+        if self.error is not None:
+            raise RuntimeError(f"frame writer failed: {self.error}") from self.error
+        if self.policy == "drop" and self._queue.full():
+            self.dropped += 1
+            return False
+        host, event = self._to_host(image)
+        self._queue.put((step, host, event))
+        return True
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if self.error is not None:
+                    continue  # drain after a failure
+                step, host, event = item
+                if event is not None:
+                    event.synchronize()
+                self._consume(step, host.numpy())
+                self.written += 1
+            except BaseException as exc:  # reported to the loop on the next submit/close
+                self.error = exc
+            finally:
+                self._queue.task_done()
+
+    def close(self) -> None:
+        """Wait for every queued frame to be consumed, then stop the worker."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"frame writer failed: {self.error}") from self.error

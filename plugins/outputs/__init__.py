@@ -1,0 +1,1 @@
+"""Built-in pixgen plugins, registered through the pixgen entry-point group."""

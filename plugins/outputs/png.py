@@ -1,0 +1,69 @@
+"""Output ``png``: a still every N steps (``steps/000050.png`` …)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import Field
+
+from pixgen.context import RunContext
+from pixgen.fileio import save_png
+from pixgen.frames import FrameWriter
+from pixgen.hookspecs import hookimpl
+from pixgen.plugin import Output, PluginOptions
+from pixgen.steps import StepValue, resolve_step
+
+
+class PngOutput(Output):
+    """PNG stills every N steps in the run folder's ``steps/`` (``final.png`` is always written)."""
+
+    name = "png"
+
+    class Options(PluginOptions):
+        every: StepValue = Field(50, description="steps between stills (a count or a share like '10%')")
+        folder: str = Field("steps", description="sub-folder of the run folder for the stills")
+        first: bool = Field(True, description="also save the starting image (step 0)")
+
+    options: Options
+
+    def __init__(self, options: Options, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.every = max(1, resolve_step(options.every, ctx.steps))
+        self.files: list[str] = []
+        self._writer: FrameWriter | None = None
+
+    def on_start(self, ctx: RunContext) -> None:
+        assert ctx.run_dir is not None
+        folder = ctx.run_dir / self.options.folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def write(step: int, frame: np.ndarray) -> None:
+            name = f"{step:06d}.png"
+            save_png(folder / name, Image.fromarray(frame), {"pixgen:step": str(step)})
+            self.files.append(f"{self.options.folder}/{name}")
+
+        self._writer = FrameWriter(write, max_queue=4, policy="wait", name="pixgen-png")
+
+    def wants(self, step: int) -> bool:
+        if step == 0:
+            return self.options.first
+        return step % self.every == 0
+
+    def on_step(self, ctx: RunContext, step: int, image: torch.Tensor) -> None:
+        assert self._writer is not None
+        self._writer.submit(step, image)
+
+    def on_finish(self, ctx: RunContext, image: torch.Tensor) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {"stills": len(self.files), "folder": self.options.folder}
+
+
+@hookimpl
+def register_outputs(register):  # type: ignore[no-untyped-def]
+    register(PngOutput)
