@@ -44,6 +44,22 @@ for _module_name in COMMAND_MODULES:
     _module.register(app)
 
 
+_plugin_commands_added = False
+
+
+def register_plugin_commands(extra: list[object] | None = None) -> None:
+    """Let installed plugins (and ``extra`` ones) add commands via ``register_commands``."""
+    global _plugin_commands_added
+    from pixgen.plugins import default_plugins, load_plugins
+
+    if extra:
+        load_plugins(extra=extra).hook.register_commands(cli=app)
+        return
+    if not _plugin_commands_added:
+        _plugin_commands_added = True
+        default_plugins().hook.register_commands(cli=app)
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"error: {message.rstrip()}\n")
     sys.stderr.flush()
@@ -52,6 +68,7 @@ def _error(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pixgen`` script; returns the exit status."""
     try:
+        register_plugin_commands()
         app(args=argv, standalone_mode=False)
     except PixgenError as exc:
         _error(str(exc))

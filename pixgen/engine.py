@@ -461,8 +461,9 @@ class Engine:
                         total, row = self._score(image, step)
                     self.history.record(row)
                     self.optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                    self.optimizer.step()
+                    if total.requires_grad:  # all weights scheduled to 0: nothing to learn
+                        total.backward()
+                        self.optimizer.step()
                     self.scheduler.step()
                     with _blame(self.generator, self._generator_info, f"post_step {step}"):
                         self.generator.post_step()

@@ -391,7 +391,12 @@ class _Problems:
         if not self.items:
             return
         parts = []
-        for problem in self.items[:12]:
+
+        def line_number(problem: Problem) -> int:
+            where = self.line_of(problem.path)
+            return int(where.split()[1]) if where.startswith("line ") else 10**9
+
+        for problem in sorted(self.items, key=line_number)[:12]:
             where = self.line_of(problem.path)
             where = f"{where}, " if where else ""
             parts.append(f"  {where}{format_path(problem.path)}: {problem.message}")

@@ -52,7 +52,8 @@ class ImageGenerator(Generator):
             fx = torch.fft.rfftfreq(w)[None, :]
             freq = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w))
             scale = 1.0 / freq**options.decay
-            scale = scale / scale.max() * (h * w) ** 0.5 / 4
+            # Sized so that the recipe-level default lr (0.1) moves pixels at a useful pace.
+            scale = scale / scale.max() * (h * w) ** 0.5 * 0.75
             self.register_buffer("scale", scale.to(ctx.device))
             spectrum = torch.randn(1, 3, h, w // 2 + 1, 2) * options.init_noise
             self.spectrum = torch.nn.Parameter(spectrum.to(ctx.device))

@@ -1,0 +1,313 @@
+"""The plugin system: entry points, local files, duplicates, hooks and the plugins CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pixgen
+from pixgen import hookspecs
+from pixgen.cli import main
+from pixgen.errors import PluginLoadError
+from pixgen.plugins import load_plugins
+
+BUILTINS = {"pixel": "generator", "image": "generator", "smoothness": "loss",
+            "target_image": "loss", "png": "output"}
+
+CUSTOM_LOSS = '''
+import torch
+import pixgen
+from pixgen import PluginOptions
+from pydantic import Field
+
+
+class Brightness(pixgen.Loss):
+    """Pushes the mean brightness towards a target level."""
+
+    name = "brightness"
+
+    class Options(PluginOptions):
+        level: float = Field(0.9, ge=0, le=1, description="target mean brightness")
+
+    def __call__(self, image, ctx):
+        return (image.mean() - self.options.level) ** 2
+
+
+@pixgen.hookimpl
+def register_losses(register):
+    register(Brightness)
+'''
+
+
+def test_builtins_come_through_the_entry_point_group() -> None:
+    plugins = load_plugins()
+    for name, kind in BUILTINS.items():
+        info = plugins.registry.get(name, kind)
+        assert info.source.startswith("pixgen "), info.source
+        assert info.file and "plugins" in info.file
+
+
+def test_plugins_list_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, kind in BUILTINS.items():
+        assert rows[name]["kind"] == kind
+        assert rows[name]["source"] == f"pixgen {pixgen.__version__}"
+        assert rows[name]["summary"]
+    assert main(["plugins", "list"]) == 0
+    assert "target_image" in capsys.readouterr().out
+
+
+def test_plugins_show_prints_options_from_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "show", "pixel"]) == 0
+    out = capsys.readouterr().out
+    assert "palette" in out and "cells" in out and "hex colours" in out
+    assert main(["plugins", "show", "pixle"]) == 2
+    assert "did you mean 'pixel'" in capsys.readouterr().err
+
+
+def test_local_plugin_file_takes_effect_in_a_run(tmp_path: Path, basic_recipe: dict) -> None:
+    (tmp_path / "my_loss.py").write_text(CUSTOM_LOSS)
+    recipe = dict(basic_recipe, plugins=["my_loss.py"], steps=30)
+    recipe["losses"] = [{"use": "brightness", "level": 0.9}]
+    path = tmp_path / "r.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(recipe))
+    result = pixgen.run(path)
+    history = result.history["losses"]["brightness"]
+    assert history[-1] < history[0] * 0.5
+    assert np.asarray(result.image).mean() / 255 > 0.7
+
+
+def test_third_party_package_via_entry_point(tmp_path: Path, basic_recipe: dict,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 'pip-installed' package: a module plus dist-info with a pixgen entry point."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pixgen_brightness.py").write_text(CUSTOM_LOSS)
+    dist = site / "pixgen_brightness-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pixgen-brightness\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[pixgen]\nbrightness = pixgen_brightness\n")
+    monkeypatch.syspath_prepend(str(site))
+    plugins = load_plugins()
+    info = plugins.registry.get("brightness", "loss")
+    assert info.source == "pixgen-brightness 1.2.3"
+    recipe = dict(basic_recipe, losses=[{"use": "brightness"}])
+    result = pixgen.run(recipe)
+    assert result.history["losses"]["brightness"][-1] < result.history["losses"]["brightness"][0]
+    sys.modules.pop("pixgen_brightness", None)
+
+
+def test_duplicate_names_raise_naming_both_sources(tmp_path: Path) -> None:
+    (tmp_path / "dup.py").write_text(textwrap.dedent('''
+        import pixgen
+
+        class Pixel(pixgen.Generator):
+            """Another pixel."""
+            name = "pixel"
+
+        @pixgen.hookimpl
+        def register_generators(register):
+            register(Pixel)
+    '''))
+    with pytest.raises(PluginLoadError) as info:
+        load_plugins(files=[tmp_path / "dup.py"])
+    message = str(info.value)
+    assert "two plugins are named 'pixel'" in message
+    assert "pixgen 0.1.0" in message and "dup.py" in message
+
+
+def test_misspelt_hook_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "typo.py").write_text("import pixgen\n@pixgen.hookimpl\ndef register_loss(register):\n    pass\n")
+    with pytest.raises(PluginLoadError, match="register_loss"):
+        load_plugins(files=[tmp_path / "typo.py"])
+
+
+def test_registering_a_non_plugin_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "odd.py").write_text("import pixgen\n@pixgen.hookimpl\ndef register_losses(register):\n    register(int)\n")
+    with pytest.raises(PluginLoadError, match="not a subclass of pixgen.Loss"):
+        load_plugins(files=[tmp_path / "odd.py"])
+
+
+def test_load_only_and_block_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXGEN_LOAD_PLUGINS", "pixel,smoothness")
+    assert set(load_plugins().registry.names()) == {"pixel", "smoothness"}
+    monkeypatch.delenv("PIXGEN_LOAD_PLUGINS")
+    monkeypatch.setenv("PIXGEN_BLOCK_PLUGINS", "png")
+    assert "png" not in load_plugins().registry.names()
+
+
+def test_plugin_raising_during_run_is_named(tmp_path: Path, basic_recipe: dict,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.py").write_text(textwrap.dedent('''
+        import pixgen
+
+        class Explodes(pixgen.Loss):
+            """Fails on step 2."""
+            name = "explodes"
+
+            def __call__(self, image, ctx):
+                if ctx.step == 2:
+                    raise ValueError("kaboom")
+                return image.mean()
+
+        @pixgen.hookimpl
+        def register_losses(register):
+            register(Explodes)
+    '''))
+    import yaml
+
+    recipe = dict(basic_recipe, plugins=["bad.py"], losses=[{"use": "explodes"}])
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "loss plugin 'explodes'" in err and "bad.py" in err and "kaboom" in err
+    assert "step 2" in err and "Traceback" not in err
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["status"] == "failed" and "kaboom" in run_info["error"]
+    assert (tmp_path / "run" / "final.png").exists()
+
+
+# -- every hook has a test (datasette-style): test_hook_<name> -------------------------
+
+
+class _Observer:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    @pixgen.hookimpl
+    def run_started(self, ctx):  # type: ignore[no-untyped-def]
+        self.events.append(("started", ctx.run_dir))
+
+    @pixgen.hookimpl
+    def run_step(self, ctx, step, losses):  # type: ignore[no-untyped-def]
+        self.events.append(("step", step, float(losses["total"])))
+
+    @pixgen.hookimpl
+    def run_finished(self, ctx, result):  # type: ignore[no-untyped-def]
+        self.events.append(("finished", result.status))
+
+
+def test_hook_run_started(basic_recipe: dict) -> None:
+    observer = _Observer()
+    result = pixgen.run(basic_recipe, plugins=[observer])
+    assert observer.events[0] == ("started", result.run_dir)
+
+
+def test_hook_run_step(basic_recipe: dict) -> None:
+    observer = _Observer()
+    result = pixgen.run(basic_recipe, plugins=[observer])
+    steps = [e for e in observer.events if e[0] == "step"]
+    assert [e[1] for e in steps] == list(range(basic_recipe["steps"]))
+    assert steps[-1][2] == pytest.approx(result.history["total"][-1])
+
+
+def test_hook_run_finished(basic_recipe: dict) -> None:
+    observer = _Observer()
+    pixgen.run(basic_recipe, plugins=[observer])
+    assert observer.events[-1] == ("finished", "completed")
+
+
+def test_hook_register_generators(basic_recipe: dict) -> None:
+    class Flat(pixgen.Generator):
+        """One flat colour."""
+
+        name = "flat"
+
+        def __init__(self, options, ctx):  # type: ignore[no-untyped-def]
+            super().__init__(options, ctx)
+            self.colour = torch.nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+        def forward(self):  # type: ignore[no-untyped-def]
+            return torch.sigmoid(self.colour).expand(1, 3, self.ctx.height, self.ctx.width)
+
+    class Plugin:
+        @pixgen.hookimpl
+        def register_generators(self, register):  # type: ignore[no-untyped-def]
+            register(Flat)
+
+    result = pixgen.run(dict(basic_recipe, generator={"use": "flat"}), plugins=[Plugin()])
+    assert result.image.size == (64, 48)
+    assert len(np.unique(np.asarray(result.image).reshape(-1, 3), axis=0)) == 1
+
+
+def test_hook_register_losses(basic_recipe: dict) -> None:
+    class Dark(pixgen.Loss):
+        """Mean brightness."""
+
+        name = "dark"
+
+        def __call__(self, image, ctx):  # type: ignore[no-untyped-def]
+            return {"mean": image.mean(), "max": image.amax()}
+
+    class Plugin:
+        @pixgen.hookimpl
+        def register_losses(self, register):  # type: ignore[no-untyped-def]
+            register(Dark)
+
+    result = pixgen.run(dict(basic_recipe, losses=[{"use": "dark"}]), plugins=[Plugin()])
+    assert set(result.history["losses"]) == {"dark", "dark/mean", "dark/max"}
+    assert result.history["losses"]["dark/mean"][-1] < result.history["losses"]["dark/mean"][0]
+
+
+def test_hook_register_outputs(basic_recipe: dict) -> None:
+    seen: list[int] = []
+
+    class Recorder(pixgen.Output):
+        """Remembers steps."""
+
+        name = "recorder"
+
+        def wants(self, step: int) -> bool:
+            return step % 5 == 0
+
+        def on_step(self, ctx, step, image):  # type: ignore[no-untyped-def]
+            seen.append(step)
+
+        def summary(self):  # type: ignore[no-untyped-def]
+            return {"seen": len(seen)}
+
+    class Plugin:
+        @pixgen.hookimpl
+        def register_outputs(self, register):  # type: ignore[no-untyped-def]
+            register(Recorder)
+
+    result = pixgen.run(dict(basic_recipe, outputs=[{"use": "recorder"}]), plugins=[Plugin()])
+    assert seen == [0, 5, 10, 15]
+    assert result.info["outputs"]["recorder"] == {"seen": 4}
+
+
+def test_hook_register_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from pixgen.cli import app, register_plugin_commands
+
+    class Plugin:
+        @pixgen.hookimpl
+        def register_commands(self, cli):  # type: ignore[no-untyped-def]
+            @cli.command("hello-test")
+            def hello() -> None:
+                typer.echo("hello from a plugin")
+
+    register_plugin_commands(extra=[Plugin()])
+    try:
+        assert main(["hello-test"]) == 0
+        assert "hello from a plugin" in capsys.readouterr().out
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands if c.name != "hello-test"]
+
+
+def test_every_hook_has_a_test() -> None:
+    names = {n for n in dir(hookspecs) if n.startswith(("register_", "run_"))}
+    tested = {n.removeprefix("test_hook_") for n in globals() if n.startswith("test_hook_")}
+    assert names <= tested, names - tested
