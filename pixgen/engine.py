@@ -31,8 +31,9 @@ import torch
 from PIL import Image
 
 import pixgen
+from pixgen.animation import Animator
 from pixgen.context import RunContext
-from pixgen.errors import DeviceError, PixgenError, PluginRunError
+from pixgen.errors import DeviceError, PixgenError, PluginRunError, RecipeError
 from pixgen.fileio import atomic_write_text, save_png, tensor_to_pil
 from pixgen.plugin import Generator, Loss, Output, Plugin
 from pixgen.plugins import PluginInfo, PluginSet
@@ -303,6 +304,7 @@ class Engine:
         self.losses = self._build_losses()
         self.outputs = self._build_outputs()
         self.optimizer = self._build_optimizer()
+        self.animator = self._build_animator()
 
     # -- set-up ----------------------------------------------------------------------
     @staticmethod
@@ -364,6 +366,28 @@ class Engine:
             optimizer, lr_factor(cfg, self.recipe.steps)
         )
         return optimizer
+
+    def _build_animator(self) -> Animator | None:
+        config = self.recipe.animation
+        if config is None:
+            return None
+        if not type(self.generator).supports_init_image():
+            raise RecipeError(
+                f"{self.recipe.origin}: animation needs a generator that can start from an "
+                f"image; {self.recipe.generator.use!r} cannot (use pixel, image or vqgan)"
+            )
+        return Animator(config, self.recipe.steps)
+
+    def _animate(self, step: int) -> None:
+        """Transform the current image and restart the generator from it."""
+        assert self.animator is not None
+        with torch.no_grad():
+            with _blame(self.generator, self._generator_info, f"animation at step {step}"):
+                current = self.generator().float()
+                moved = self.animator.apply(current, step)
+                self.generator.init_from_image(moved)
+        if self.animator.config.reset_optimizer:
+            self.optimizer.state.clear()
 
     # -- the step --------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -456,6 +480,8 @@ class Engine:
                         ctx.status = "interrupted"
                         break
                     ctx.begin_step(step)
+                    if self.animator is not None and self.animator.due(step):
+                        self._animate(step)
                     with self._autocast():
                         image = self._render(step)
                         total, row = self._score(image, step)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pixgen.animation import AnimationConfig
 from pixgen.errors import PixgenError, RecipeError
 from pixgen.plugin import PluginOptions
 from pixgen.plugins import PluginSet, did_you_mean, load_plugins
@@ -279,6 +280,9 @@ class RecipeCore(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)  # type: ignore[arg-type]
     outputs: list[dict[str, Any]] = Field(default_factory=list, description="[{use: NAME, ...}]")
     early_stop: EarlyStopConfig | None = None
+    animation: AnimationConfig | None = Field(
+        None, description="zoom/rotate/pan the image every N steps (see below)"
+    )
     plugins: list[str] = Field(default_factory=list, description="local plugin files to load")
 
     @field_validator("size")
@@ -320,6 +324,7 @@ class Recipe(BaseModel):
     optimizer: OptimizerConfig
     outputs: list[PluginEntry]
     early_stop: EarlyStopConfig | None
+    animation: AnimationConfig | None = None
     plugins: list[str]
     base_dir: Path = Path(".")
     origin: str = "<dict>"
@@ -342,6 +347,8 @@ class Recipe(BaseModel):
         out["outputs"] = [entry.to_dict() for entry in self.outputs]
         if self.early_stop:
             out["early_stop"] = self.early_stop.model_dump(mode="json")
+        if self.animation:
+            out["animation"] = self.animation.model_dump(mode="json")
         if self.plugins:
             out["plugins"] = list(self.plugins)
         return out
@@ -510,7 +517,7 @@ def validate_recipe(source: SourceText, base_dir: Path, plugins: PluginSet,
         losses=[e for e in losses_out if isinstance(e, LossEntry)],
         optimizer=core.optimizer,
         outputs=[e for e in (outputs_out or []) if e is not None],
-        early_stop=core.early_stop, plugins=core.plugins, base_dir=base_dir,
+        early_stop=core.early_stop, animation=core.animation, plugins=core.plugins, base_dir=base_dir,
         origin=source.origin,
     )
 

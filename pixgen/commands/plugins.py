@@ -15,11 +15,11 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
     """Each option of a plugin class: name, type, default, description."""
     from pydantic_core import PydanticUndefined
 
+    from pixgen.docgen import field_type_text
+
     rows = []
     for name, field in cls.Options.model_fields.items():  # type: ignore[attr-defined]
-        annotation = field.annotation
-        type_text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-        type_text = type_text or str(annotation).replace("typing.", "").replace("pathlib.", "")
+        type_text = field_type_text(field)
         if field.is_required():
             default: Any = "(required)"
         elif field.default_factory is not None:
