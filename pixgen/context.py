@@ -16,6 +16,32 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class _CompiledOrEager:
+    """torch.compile with a fallback to eager execution if compilation fails."""
+
+    def __init__(self, module: Callable[..., Any], name: str, mode: str, ctx: RunContext):
+        self.eager = module
+        self.name = name
+        self.ctx = ctx
+        self.compiled: Callable[..., Any] | None = torch.compile(module, mode=mode, dynamic=False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # dynamo/inductor failures of any kind
+                self.compiled = None
+                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                self.ctx.notice(
+                    f"{self.name}: torch.compile failed ({type(exc).__name__}: {first}); "
+                    "running it uncompiled"
+                )
+        return self.eager(*args, **kwargs)
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.eager, item)
+
+
 @dataclass
 class RunContext:
     """Handed to every plugin at set-up and to losses and outputs at each step.
@@ -68,8 +94,30 @@ class RunContext:
 
     @property
     def model_dtype(self) -> torch.dtype:
-        """The dtype frozen models run in; autocast handles mixed precision on top."""
-        return torch.float32
+        """The dtype frozen models' weights are kept in: bf16 under bf16 precision.
+
+        Model services cast frozen weights once, so autocast does not re-cast them in
+        every step; code may also run such a model with autocast off in pure bf16.
+        """
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    @property
+    def compile_enabled(self) -> bool:
+        setting = self.recipe.speed.compile
+        if setting == "auto":
+            return self.device.type == "cuda"
+        return setting == "on"
+
+    def compile_module(self, module: Callable[..., Any], name: str) -> Callable[..., Any]:
+        """``module`` compiled as the recipe's ``speed:`` says, or unchanged.
+
+        Model services and generators route their heavy frozen parts through here, so
+        the speed policy stays in the engine. A module that fails to compile runs eagerly
+        with a one-line notice.
+        """
+        if not self.compile_enabled:
+            return module
+        return _CompiledOrEager(module, name, self.recipe.speed.mode, self)
 
     # -- shared services -----------------------------------------------------------
     def service(self, key: Any, factory: Callable[[], T]) -> T:

@@ -465,7 +465,11 @@ class Engine:
         started = time.time()
         t0 = time.perf_counter()
         progress = ProgressDisplay(recipe.steps, enabled=not self.quiet)
+        warming = ctx.compile_enabled
+        if warming:
+            progress.set_phase("warming up (compiling)")
         observe = self.plugins.has_observers("run_step")
+        cudagraphs = ctx.compile_enabled and recipe.speed.mode == "reduce-overhead"
         steps_done = 0
         error: BaseException | None = None
         ctx.status = "running"
@@ -480,6 +484,8 @@ class Engine:
                         ctx.status = "interrupted"
                         break
                     ctx.begin_step(step)
+                    if cudagraphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     if self.animator is not None and self.animator.due(step):
                         self._animate(step)
                     with self._autocast():
@@ -501,6 +507,9 @@ class Engine:
                                 output.on_step(ctx, step, detached)
                     if observe:
                         self.plugins.hook.run_step(ctx=ctx, step=step, losses=self._row_dict(row))
+                    if warming and step >= 3:
+                        warming = False
+                        progress.set_phase("painting")
                     if progress.due(step, recipe.steps):
                         progress.update(step, self.history.latest())
                     if self._early_stop_due(step):

@@ -232,6 +232,20 @@ class EarlyStopConfig(_Strict):
     check_every: int = Field(10, ge=1, description="steps between checks (each check syncs)")
 
 
+class SpeedConfig(_Strict):
+    """How hard the engine works on speed; none of this changes what a run computes."""
+
+    compile: Literal["auto", "off", "on"] = Field(
+        "auto",
+        description="torch.compile the heavy frozen models (auto: on CUDA only); the first "
+        "steps then include compilation, shown as 'warming up'",
+    )
+    mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "reduce-overhead",
+        description="torch.compile mode; reduce-overhead captures CUDA graphs",
+    )
+
+
 class PluginEntry(_Strict):
     """``{use: NAME, ...options}``: a plugin and its validated options."""
 
@@ -283,6 +297,7 @@ class RecipeCore(_Strict):
     animation: AnimationConfig | None = Field(
         None, description="zoom/rotate/pan the image every N steps (see below)"
     )
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)  # type: ignore[arg-type]
     plugins: list[str] = Field(default_factory=list, description="local plugin files to load")
 
     @field_validator("size")
@@ -325,6 +340,7 @@ class Recipe(BaseModel):
     outputs: list[PluginEntry]
     early_stop: EarlyStopConfig | None
     animation: AnimationConfig | None = None
+    speed: SpeedConfig = SpeedConfig()
     plugins: list[str]
     base_dir: Path = Path(".")
     origin: str = "<dict>"
@@ -349,6 +365,8 @@ class Recipe(BaseModel):
             out["early_stop"] = self.early_stop.model_dump(mode="json")
         if self.animation:
             out["animation"] = self.animation.model_dump(mode="json")
+        if self.speed != SpeedConfig():
+            out["speed"] = self.speed.model_dump(mode="json")
         if self.plugins:
             out["plugins"] = list(self.plugins)
         return out
@@ -517,7 +535,7 @@ def validate_recipe(source: SourceText, base_dir: Path, plugins: PluginSet,
         losses=[e for e in losses_out if isinstance(e, LossEntry)],
         optimizer=core.optimizer,
         outputs=[e for e in (outputs_out or []) if e is not None],
-        early_stop=core.early_stop, animation=core.animation, plugins=core.plugins, base_dir=base_dir,
+        early_stop=core.early_stop, animation=core.animation, speed=core.speed, plugins=core.plugins, base_dir=base_dir,
         origin=source.origin,
     )
 
