@@ -60,6 +60,20 @@ def register_plugin_commands(extra: list[object] | None = None) -> None:
         default_plugins().hook.register_commands(cli=app)
 
 
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """click's ClickException, and typer's vendored copy of it where typer has one."""
+    import click
+
+    types: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer import _click  # type: ignore[attr-defined]
+
+        types.append(_click.ClickException)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(types)
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"error: {message.rstrip()}\n")
     sys.stderr.flush()
@@ -82,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         _error("aborted")
         return 130
     except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
+        click_errors = _click_exception_types()
+        if isinstance(exc, click_errors):
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # prints the help text
+                return 0
             exc.show()
             return exc.exit_code
         if os.environ.get("PIXGEN_DEBUG"):

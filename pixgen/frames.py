@@ -56,11 +56,15 @@ class FrameWriter:
             return host, event
         return frame.contiguous().clone(), None
 
-    def submit(self, step: int, image: torch.Tensor) -> bool:
-        """Queue ``image`` ([1,3,H,W] or [3,H,W] in [0,1]); False if it was dropped."""
+    def submit(self, step: int, image: torch.Tensor, *, policy: QueuePolicy | None = None) -> bool:
+        """Queue ``image`` ([1,3,H,W] or [3,H,W] in [0,1]); False if it was dropped.
+
+        ``policy`` overrides the writer's own for this frame (e.g. ``"wait"`` for a final
+        frame that must not be dropped).
+        """
         if self.error is not None:
             raise RuntimeError(f"frame writer failed: {self.error}") from self.error
-        if self.policy == "drop" and self._queue.full():
+        if (policy or self.policy) == "drop" and self._queue.full():
             self.dropped += 1
             return False
         host, event = self._to_host(image)

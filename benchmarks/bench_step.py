@@ -1,0 +1,254 @@
+"""Step speed: the pixgen engine beside the canonical VQGAN+CLIP reference, one process.
+
+    python benchmarks/bench_step.py --device cuda                       # the full table
+    python benchmarks/bench_step.py --device cpu --sizes 64 --cutouts 2 --steps 2 --warmup 1
+
+Same card, same settings, same random weights (the real architectures: taming's VQGAN
+imagenet f16-16384 and open_clip's ViT-B-32; no trained weights are needed to time the
+arithmetic). The weights are written once in the real file formats and the engine loads
+them through its normal path (``config:``/``checkpoint:`` and ``ViT-B-32:/file``).
+Prints it/s, the ratio to the fp32 reference, peak GPU memory and the engine's achieved
+TFLOP/s against the step's FLOP count; ``--json FILE`` keeps everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference  # noqa: E402  (the reference lives beside this file)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, out: dict[str, Any]) -> Iterator[None]:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    yield
+    if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def write_weights(folder: Path, device: torch.device) -> dict[str, Path]:
+    """Random VQGAN f16-16384 and ViT-B-32 weights in the real formats."""
+    import open_clip
+    import yaml
+    from safetensors.torch import save_file
+
+    from pixgen.models.vqgan import build_vqgan, parse_config
+
+    model_yaml = {"model": {"base_learning_rate": 4.5e-6,
+                            "target": "taming.models.vqgan.VQModel",
+                            "params": {**reference.F16_16384_EMBED,
+                                       "ddconfig": reference.F16_16384_DDCONFIG,
+                                       "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"}}}}
+    (folder / "model.yaml").write_text(yaml.safe_dump(model_yaml))
+    torch.manual_seed(0)
+    vqgan = build_vqgan(parse_config(model_yaml))
+    for p in vqgan.parameters():  # taming-like scale so activations stay sane
+        p.data.mul_(1.0)
+    save_file({k: v.contiguous() for k, v in vqgan.state_dict().items()}, str(folder / "vqgan.safetensors"))
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(folder / "vitb32.safetensors"))
+    del vqgan, clip
+    return {"config": folder / "model.yaml", "checkpoint": folder / "vqgan.safetensors",
+            "clip": folder / "vitb32.safetensors"}
+
+
+def time_steps(step: Callable[[], Any], device: torch.device, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps / (time.perf_counter() - start)
+
+
+def reference_vqgan(files: dict[str, Path], size: int, device: torch.device, precision: str,
+                    cutouts: int) -> reference.ReferenceStep:
+    import open_clip
+    from safetensors.torch import load_file
+
+    from pixgen.models.vqgan import build_vqgan, read_config
+
+    vqgan = build_vqgan(read_config(files["config"]), encoder=False)
+    state = load_file(str(files["checkpoint"]))
+    vqgan.load_state_dict({k: v for k, v in state.items() if not k.startswith(("encoder.", "quant_conv."))})
+    vqgan = vqgan.to(device)
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    clip.load_state_dict(load_file(str(files["clip"])))
+    clip = clip.to(device).eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    with torch.no_grad():
+        text = clip.encode_text(tokenizer(["a lighthouse in a storm"]).to(device)).float()
+    torch.manual_seed(1)
+    codebook = vqgan.codebook
+    side = size // 16
+    z = codebook[torch.randint(codebook.shape[0], (side * side,), device=device)]
+    z = z.view(1, side, side, -1).permute(0, 3, 1, 2).contiguous()
+    return reference.ReferenceStep(vqgan.decoder, vqgan.post_quant_conv, codebook, clip, text, z,
+                                   cutn=cutouts, precision=precision)
+
+
+class _Timer:
+    """An observer plugin that times steps [warmup, warmup + steps) with two syncs."""
+
+    def __init__(self, device: torch.device, warmup: int, steps: int):
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.start = self.end = 0.0
+
+    def run_step(self, ctx: Any, step: int, losses: Any) -> None:  # a pixgen hookimpl
+        if step == self.warmup - 1:
+            sync(self.device)
+            self.start = time.perf_counter()
+        elif step == self.warmup + self.steps - 1:
+            sync(self.device)
+            self.end = time.perf_counter()
+
+
+def engine_its(recipe: dict[str, Any], device: torch.device, warmup: int, steps: int,
+               out_dir: Path) -> tuple[float, dict[str, Any]]:
+    import pixgen
+    from pixgen.hookspecs import hookimpl
+
+    hookimpl(_Timer.run_step)
+    timer = _Timer(device, warmup, steps)
+    started = time.perf_counter()
+    result = pixgen.run(dict(recipe, steps=warmup + steps), plugins=[timer], quiet=True,
+                        output=out_dir)
+    total = time.perf_counter() - started
+    its = steps / (timer.end - timer.start)
+    return its, {"notices": result.info.get("notices", []), "wall_s": round(total, 1)}
+
+
+def vqgan_recipe(files: dict[str, Path], size: int, device: str, cutouts: int,
+                 compile_mode: str | None) -> dict[str, Any]:
+    return {
+        "name": f"bench-vqgan-{size}", "seed": 1, "size": [size, size], "device": device,
+        "generator": {"use": "vqgan", "config": str(files["config"]),
+                      "checkpoint": str(files["checkpoint"]), "init": "random_codes"},
+        "losses": [{"use": "clip", "models": [f"ViT-B-32:{files['clip']}"],
+                    "prompts": ["a lighthouse in a storm"], "cutouts": cutouts, "augment": []}],
+        "optimizer": {"name": "adam", "lr": 0.1},
+        "speed": {"compile": "off" if compile_mode is None else "on",
+                  **({"mode": compile_mode} if compile_mode else {})},
+    }
+
+
+def pixel_recipe(files: dict[str, Path], size: int, device: str, cutouts: int,
+                 compile_mode: str | None) -> dict[str, Any]:
+    recipe = vqgan_recipe(files, size, device, cutouts, compile_mode)
+    recipe["name"] = f"bench-pixel-{size}"
+    recipe["generator"] = {"use": "pixel"}
+    return recipe
+
+
+def count_flops(step_loss: Callable[[], torch.Tensor]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step_loss().backward()
+    return float(counter.get_total_flops())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", default="256,512")
+    parser.add_argument("--cutouts", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--compile-warmup", type=int, default=15)
+    parser.add_argument("--modes", default="eager,reduce-overhead",
+                        help="engine variants: eager, default, reduce-overhead")
+    parser.add_argument("--pixel", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    modes = args.modes.split(",") if device.type == "cuda" else ["eager"]
+    rows: list[dict[str, Any]] = []
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "cutouts": args.cutouts, "steps": args.steps}
+    print(json.dumps(info), flush=True)
+
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = write_weights(folder, device)
+        for size in sizes:
+            flops = None
+            for precision in ("fp32", "bf16"):
+                row: dict[str, Any] = {"case": f"vqgan {size}", "impl": f"reference {precision}"}
+                with peak_memory(device, row):
+                    ref = reference_vqgan(files, size, device, precision, args.cutouts)
+                    row["its"] = time_steps(ref.step, device, args.warmup, args.steps)
+                    if flops is None:
+                        flops = count_flops(ref.loss)
+                row["tflop_per_step"] = flops / 1e12
+                emit(row)
+                del ref
+            for mode in modes:
+                row = {"case": f"vqgan {size}", "impl": f"pixgen {mode}"}
+                warm = args.warmup if mode == "eager" else args.compile_warmup
+                recipe = vqgan_recipe(files, size, args.device, args.cutouts,
+                                      None if mode == "eager" else mode)
+                with peak_memory(device, row):
+                    its, extra = engine_its(recipe, device, warm, args.steps,
+                                            folder / f"run-{size}-{mode}")
+                row.update(its=its, tflop_per_step=flops / 1e12,
+                           achieved_tflops=flops * its / 1e12, **extra)
+                emit(row)
+        if args.pixel:
+            size = max(sizes)
+            for mode in modes:
+                row = {"case": f"pixel {size}", "impl": f"pixgen {mode}"}
+                warm = args.warmup if mode == "eager" else args.compile_warmup
+                recipe = pixel_recipe(files, size, args.device, args.cutouts,
+                                      None if mode == "eager" else mode)
+                with peak_memory(device, row):
+                    its, extra = engine_its(recipe, device, warm, args.steps,
+                                            folder / f"run-pixel-{mode}")
+                row.update(its=its, **extra)
+                emit(row)
+
+    print()
+    print(f"{'case':<12} {'implementation':<26} {'it/s':>8} {'x ref fp32':>10} "
+          f"{'peak GiB':>9} {'TFLOP/s':>8}")
+    base: dict[str, float] = {}
+    for row in rows:
+        if row["impl"] == "reference fp32":
+            base[row["case"]] = row["its"]
+        ratio = row["its"] / base[row["case"]] if row["case"] in base else float("nan")
+        print(f"{row['case']:<12} {row['impl']:<26} {row['its']:>8.2f} {ratio:>10.2f} "
+              f"{row.get('peak_gib', float('nan')):>9.2f} {row.get('achieved_tflops', float('nan')):>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

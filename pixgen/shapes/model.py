@@ -1,0 +1,103 @@
+"""The ``pixgen/shapes`` model: a small open_clip ``CLIP``, its config and its weight files.
+
+The weights are saved as fp16 safetensors (``shapes.safetensors``) with the config next to
+them (``shapes.json``, open_clip's model-config format plus ``preprocess_cfg``), so any
+program with open_clip can rebuild it: ``open_clip.model.CLIP(**cfg)`` then
+``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODEL_NAME = "pixgen-shapes"
+IMAGE_SIZE = 64
+CONTEXT_LENGTH = 32
+# OpenAI CLIP's normalisation, so pixgen's CLIP preprocessing needs no special case.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+# open_clip model-config format (as in open_clip/model_configs/*.json). The text tower's
+# token embedding (49408 x width) dominates the size: width 128 keeps the fp16 file < 20 MB.
+SHAPES_MODEL_CONFIG: dict[str, Any] = {
+    "embed_dim": 128,
+    "vision_cfg": {
+        "image_size": IMAGE_SIZE,
+        "patch_size": 8,
+        "width": 192,
+        "layers": 5,
+        "head_width": 32,
+    },
+    "text_cfg": {
+        "context_length": CONTEXT_LENGTH,
+        "vocab_size": 49408,
+        "width": 128,
+        "heads": 4,
+        "layers": 4,
+    },
+}
+PREPROCESS_CFG: dict[str, Any] = {"mean": list(MEAN), "std": list(STD), "size": IMAGE_SIZE}
+
+
+def build_model(config: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A freshly initialised ``open_clip.model.CLIP`` (nothing is downloaded)."""
+    from open_clip.model import CLIP
+
+    cfg = copy.deepcopy(config or SHAPES_MODEL_CONFIG)
+    cfg.pop("preprocess_cfg", None)
+    return CLIP(**cfg)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] RGB ``[B, 3, H, W]`` -> the model's input (resized to 64 if needed)."""
+    if images.shape[-1] != IMAGE_SIZE or images.shape[-2] != IMAGE_SIZE:
+        images = torch.nn.functional.interpolate(
+            images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True
+        )
+    mean = torch.tensor(MEAN, device=images.device, dtype=images.dtype)[:, None, None]
+    std = torch.tensor(STD, device=images.device, dtype=images.dtype)[:, None, None]
+    return (images - mean) / std
+
+
+def config_json(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON written next to the weights: model config + ``preprocess_cfg``."""
+    cfg = copy.deepcopy(config or SHAPES_MODEL_CONFIG)
+    cfg["preprocess_cfg"] = dict(PREPROCESS_CFG)
+    return cfg
+
+
+def save_weights(
+    model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``path`` (fp16 safetensors) and its config (``shapes.json`` for ``shapes.safetensors``) beside it; returns ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()
+    }
+    meta = {"format": "pt", "model": MODEL_NAME, **(metadata or {})}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a kill mid-write never leaves a truncated file
+    path.with_suffix(".json").write_text(json.dumps(config_json(), indent=2) + "\n")
+    return path
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the model from ``path`` (and its ``.json`` config beside it when present)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_path = path.with_suffix(".json")
+    config = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+    model = build_model(config)
+    state = load_file(str(path))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.to(device).eval()

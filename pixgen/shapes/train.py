@@ -1,0 +1,248 @@
+"""Train ``pixgen/shapes`` from scratch on generated, captioned shapes.
+
+    python -m pixgen.shapes.train --device cuda --seed 0 --minutes 4 --batch 512 --out DIR
+
+Contrastive loss as in CLIP (symmetric cross-entropy, learnable temperature), except that
+every image/caption pair that truly matches counts as a positive ("a red circle" fits all
+red circles of the batch). AdamW, linear warm-up then cosine decay, bf16 autocast on CUDA.
+
+The run fits a wall-clock budget (``--minutes``, evaluation included). With ``--steps 0``
+(the default) the step count is fixed after the warm-up from the measured speed and
+printed; rerunning with ``--steps N --warmup W`` and enough minutes repeats the run
+exactly (same seed, same data, same schedule; bitwise only on the same hardware).
+Weights are saved every minute, on SIGTERM/Ctrl-C and at the end, then evaluated:
+``DIR/shapes.safetensors``, ``DIR/shapes.json``, ``DIR/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.monotonic()  # the budget counts from here, imports included
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pixgen.shapes import data as D  # noqa: E402
+from pixgen.shapes.evaluate import evaluate, format_table, resolve_device  # noqa: E402
+from pixgen.shapes.model import (  # noqa: E402
+    CONTEXT_LENGTH,
+    build_model,
+    normalize,
+    save_weights,
+)
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 100
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler so the loop ends through the save path."""
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", flush=True)
+
+
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, match: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE with multi-positive targets ``match`` ``[B_img, B_txt]``."""
+    logits = scale * img @ txt.T
+    m = match.float()
+    i2t = -(m / m.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    t2i = -(m / m.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+    return (i2t + t2i) / 2
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (as open_clip's trainer: not gains, biases, scale)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = p.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def lr_at(step: int, base: float, warmup: int, total: int | None) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine to zero at ``total``."""
+    if step < warmup or total is None:
+        return base * min(1.0, (step + 1) / warmup)
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m pixgen.shapes.train", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=4.0, help="wall-clock budget, eval included")
+    p.add_argument("--steps", type=int, default=0, help="step count; 0 = fit the time budget")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (cuda 300, cpu 30)")
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--two-object-prob", type=float, default=0.3)
+    p.add_argument("--eval-n", type=int, default=1000, help="images per held-out eval set")
+    p.add_argument("--eval-reserve", type=float, default=None, help="seconds kept for eval")
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("outputs/shapes"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    warmup = args.warmup if args.warmup is not None else (300 if cuda else 30)
+    if args.steps:
+        warmup = max(1, min(warmup, args.steps // 5))
+    log_every = args.log_every or (100 if cuda else 10)
+    reserve = args.eval_reserve if args.eval_reserve is not None else (30.0 if cuda else 40.0)
+    deadline = _T0 + args.minutes * 60 - reserve
+    weights_path = args.out / "shapes.safetensors"
+
+    torch.manual_seed(args.seed)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model = build_model().to(device).train()
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(
+        param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
+    )
+    tokenizer = D.CaptionTokenizer(CONTEXT_LENGTH)
+    data_gen = torch.Generator()
+    data_gen.manual_seed(args.seed)
+    log(
+        f"pixgen/shapes: {n_params / 1e6:.2f}M params on {device}"
+        f"{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, batch {args.batch}, "
+        f"torch {torch.__version__}, budget {args.minutes:g} min ({reserve:g} s kept for eval)"
+    )
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Stop(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    total: int | None = args.steps or None
+    auto_steps, replanned = total is None, False
+    step, stop_reason, last_save = 0, "steps", time.monotonic()
+    t_rate = n_rate = None
+    loss_acc = torch.zeros((), device=device)
+    t_log, step_log = time.monotonic(), 0
+    try:
+        while total is None or step < total:
+            now = time.monotonic()
+            if now >= deadline:
+                stop_reason = "time budget"
+                break
+            # Fix the step count once the warm-up has measured the speed.
+            if step == 10:
+                t_rate = now
+            if total is None and step == max(warmup, 20) and t_rate is not None:
+                rate = (step - 10) / max(1e-6, now - t_rate)
+                total = max(step + 1, int(step + 0.97 * rate * (deadline - now)))
+                log(
+                    f"speed {rate:.2f} it/s -> {total} steps (reproduce: --steps {total} --warmup {warmup})"
+                )
+            lr = lr_at(step, args.lr, warmup, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+            batch = D.sample_batch(
+                args.batch,
+                "train",
+                seed=data_gen,
+                device=device,
+                two_object_prob=args.two_object_prob,
+                augment_images=True,
+            )
+            tokens = tokenizer(batch.captions).to(device, non_blocking=True)
+            match = D.match_matrix(batch.attrs.to(device), batch.claims)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                img = model.encode_image(normalize(batch.images), normalize=True)
+                txt = model.encode_text(tokens, normalize=True)
+            loss = contrastive_loss(img.float(), txt.float(), model.logit_scale.exp(), match)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            loss_acc += loss.detach()
+            step += 1
+
+            if step % log_every == 0:
+                now = time.monotonic()
+                n_rate = (step - step_log) / max(1e-6, now - t_log)
+                log(
+                    f"step {step}/{total or '?'} loss {float(loss_acc) / (step - step_log):.4f} "
+                    f"lr {lr:.2e} scale {float(model.logit_scale.detach().exp()):.1f} {n_rate:.2f} it/s"
+                )
+                loss_acc.zero_()
+                t_log, step_log = now, step
+                # A slower machine than measured (a shared CPU): shorten the plan so the
+                # cosine still ends at the deadline. Only then is the run not exactly
+                # reproducible from the printed step count.
+                if auto_steps and total is not None and n_rate > 0:
+                    fits = int(step + 0.97 * n_rate * max(0.0, deadline - now))
+                    if fits < 0.97 * total:
+                        total = max(step + 1, fits)
+                        replanned = True
+                        log(f"slower than planned: now {total} steps")
+            if time.monotonic() - last_save > 60:
+                save_weights(model, weights_path, {"step": str(step), "seed": str(args.seed)})
+                last_save = time.monotonic()
+    except (_Stop, KeyboardInterrupt) as exc:
+        stop_reason = f"interrupted ({exc or 'Ctrl-C'})"
+    finally:
+        save_weights(model, weights_path, {"step": str(step), "seed": str(args.seed)})
+        train_seconds = time.monotonic() - _T0
+        log(f"saved {weights_path} after {step} steps ({stop_reason}), {train_seconds:.0f} s")
+
+    if stop_reason.startswith("interrupted"):
+        return 130
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    metrics = evaluate(model, device, n=args.eval_n)
+    metrics.update(
+        {
+            "steps": step,
+            "planned_steps": total,
+            "replanned": replanned,
+            "warmup": warmup,
+            "batch": args.batch,
+            "lr": args.lr,
+            "seed": args.seed,
+            "stop_reason": stop_reason,
+            "train_seconds": round(train_seconds, 1),
+            "total_seconds": round(time.monotonic() - _T0, 1),
+            "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "weights_bytes": weights_path.stat().st_size,
+        }
+    )
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(format_table(metrics), flush=True)
+    log(f"done: {args.out / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

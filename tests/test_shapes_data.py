@@ -1,0 +1,167 @@
+"""pixgen/shapes: captioned-shape data, the model's file and the evaluation command."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from pixgen.shapes import data as D
+from pixgen.shapes import evaluate as E
+from pixgen.shapes.model import (
+    SHAPES_MODEL_CONFIG,
+    build_model,
+    load_weights,
+    save_weights,
+)
+
+
+def test_vocabularies() -> None:
+    assert len(D.COLOURS) >= 8
+    assert {"circle", "square", "triangle", "star", "ring", "stripes"} <= set(D.SHAPES)
+    assert {"left", "right", "top", "bottom", "centre"} <= set(D.POSITIONS)
+    for rgb in D.COLOURS.values():
+        assert len(rgb) == 3 and all(0.0 <= v <= 1.0 for v in rgb)
+
+
+def test_same_seed_same_batch_other_seed_other_batch() -> None:
+    a = D.sample_batch(16, "train", seed=3, augment_images=True)
+    b = D.sample_batch(16, "train", seed=3, augment_images=True)
+    c = D.sample_batch(16, "train", seed=4, augment_images=True)
+    assert a.captions == b.captions
+    assert torch.equal(a.images, b.images)
+    assert a.captions != c.captions
+    assert a.images.shape == (16, 3, 64, 64)
+    assert float(a.images.min()) >= 0.0 and float(a.images.max()) <= 1.0
+
+
+def test_held_out_pairs_never_in_train_and_only_in_test() -> None:
+    assert D.HELD_OUT_PAIRS and D.TRAIN_PAIRS
+    # Every colour and shape still appears in training.
+    assert {c for c, _ in D.TRAIN_PAIRS} == set(range(len(D.COLOURS)))
+    assert {s for _, s in D.TRAIN_PAIRS} == set(range(len(D.SHAPES)))
+    g = torch.Generator().manual_seed(0)
+    for split, want_held in (("train", False), ("test", True)):
+        attrs = D.sample_attributes(2000, split, g, two_object_prob=0.5)
+        present = attrs.colour != D.UNSET
+        for c, s in zip(attrs.colour[present].tolist(), attrs.shape[present].tolist(), strict=True):
+            assert D.is_held_out(c, s) is want_held
+
+
+def test_captions_name_what_the_image_shows() -> None:
+    batch = D.sample_batch(256, "train", seed=1, two_object_prob=0.3)
+    # Every caption's claim is true of its own image ...
+    assert bool(D.match_matrix(batch.attrs, batch.claims).diagonal().all())
+    for i, (text, rec) in enumerate(zip(batch.captions, batch.attrs.records(), strict=True)):
+        words = text.split()
+        colours = {o["colour"] for o in rec["objects"]} | {rec["background"]}
+        shapes = {o["shape"] for o in rec["objects"]}
+        # ... and the words say nothing the image does not show.
+        assert {w for w in words if w in D.COLOURS} <= colours, (text, rec)
+        assert {w for w in words if w in D.SHAPES} <= shapes, (text, rec)
+        for claim in batch.claims.obj[i].tolist():
+            colour, shape, _, pos = claim
+            if colour != D.UNSET:
+                assert D.COLOUR_NAMES[colour] in words
+            if shape != D.UNSET:
+                assert D.SHAPES[shape] in words
+            if pos != D.UNSET:
+                phrase = D.position_phrase(pos)
+                assert phrase in text or phrase.replace("centre", "center") in text
+        if "background" in words:
+            assert f"on a {rec['background']} background" in text
+
+
+def test_rendered_object_is_where_and_what_the_caption_says() -> None:
+    g = torch.Generator().manual_seed(5)
+    attrs = D.sample_attributes(64, "train", g, two_object_prob=0.0)
+    attrs.bg_texture.zero_()  # plain backgrounds: object pixels = those unlike the background
+    images = D.render(attrs, size=64, seed=0)
+    rgb = torch.tensor(list(D.COLOURS.values()))
+    for i, rec in enumerate(attrs.records()):
+        obj = rec["objects"][0]
+        img = images[i]
+        bg = rgb[int(attrs.bg_colour[i])][:, None, None]
+        mask = (img - bg).abs().amax(0) > 0.3
+        assert int(mask.sum()) > 10, rec
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        cx, cy = float(xs.float().mean()) / 64, float(ys.float().mean()) / 64
+        if "left" in obj["position"]:
+            assert cx < 0.5
+        if "right" in obj["position"]:
+            assert cx > 0.5
+        if "top" in obj["position"]:
+            assert cy < 0.5
+        if "bottom" in obj["position"]:
+            assert cy > 0.5
+        if obj["position"] == "centre":
+            assert abs(cx - 0.5) < 0.12 and abs(cy - 0.5) < 0.12
+        # The object's pixels have its colour (closest palette entry).
+        colour = img[:, mask].mean(1)
+        nearest = int((rgb - colour).norm(dim=1).argmin())
+        if obj["shape"] != "stripes":  # stripes mix in the background
+            assert D.COLOUR_NAMES[nearest] == obj["colour"], (rec, colour)
+
+
+def test_augmentation_keeps_size_and_range() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = D.sample_batch(8, "train", seed=2).images
+    out = D.augment(images, g, seed=1)
+    assert out.shape == images.shape
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_tokenizer_matches_open_clip() -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    captions = D.sample_batch(64, "train", seed=7).captions
+    ours = D.CaptionTokenizer(32)(captions)
+    ref = SimpleTokenizer(context_length=32)(captions)
+    assert torch.equal(ours, ref)
+
+
+def test_model_builds_and_file_is_small(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model()
+    path = save_weights(model, tmp_path / "shapes.safetensors")
+    assert path.stat().st_size <= 20_000_000
+    cfg = json.loads((tmp_path / "shapes.json").read_text())
+    assert cfg["embed_dim"] == SHAPES_MODEL_CONFIG["embed_dim"]
+    assert cfg["preprocess_cfg"]["size"] == 64
+    # open_clip's own CLIP class rebuilds it from the JSON.
+    from open_clip.model import CLIP
+    from safetensors.torch import load_file
+
+    clip = CLIP(**{k: v for k, v in cfg.items() if k != "preprocess_cfg"})
+    clip.load_state_dict(load_file(str(path)))
+    again = load_weights(path)
+    x = torch.rand(2, 3, 64, 64)
+    ref = model.half().float().eval().encode_image(x)
+    assert torch.allclose(again.encode_image(x), ref, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("shapes") / "shapes.safetensors"
+    return save_weights(build_model(), path)
+
+
+def test_evaluate_runs_end_to_end(tiny_weights, capsys) -> None:
+    assert E.main(["--weights", str(tiny_weights), "--device", "cpu", "--n", "40", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("colour_acc", "shape_acc", "position_acc", "retrieval_p@5"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["n_images"] == 40
+
+    assert E.main(["--weights", str(tiny_weights), "--device", "cpu", "--n", "40"]) == 0
+    table = capsys.readouterr().out
+    for key in ("colour_acc", "shape_acc", "position_acc", "retrieval_p@5"):
+        assert re.search(rf"{re.escape(key)}\s+\d\.\d{{3}}", table)
+
+
+def test_evaluate_without_weights_says_so(tmp_path, capsys) -> None:
+    assert E.main(["--weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no weights" in capsys.readouterr().err
