@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference  # noqa: E402  (the reference lives beside this file)
+import reference
 
 
 def sync(device: torch.device) -> None:

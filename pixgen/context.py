@@ -103,7 +103,10 @@ class RunContext:
 
     @property
     def compile_enabled(self) -> bool:
-        setting = self.recipe.speed.compile
+        speed = getattr(self.recipe, "speed", None)
+        if speed is None:
+            return False
+        setting = speed.compile
         if setting == "auto":
             return self.device.type == "cuda"
         return setting == "on"

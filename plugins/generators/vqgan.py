@@ -90,18 +90,22 @@ class VQGANGenerator(Generator):
             files = (found.config, found.checkpoint)
             config = read_config(found.config)
             check_size(ctx.width, ctx.height, config.factor, name)
+        dtype = ctx.model_dtype
         model = ctx.service(
-            ("vqgan", str(files[0]), str(files[1]), str(device)),
-            lambda: load_vqgan(files[0], files[1], device=device),
+            ("vqgan", str(files[0]), str(files[1]), str(device), str(dtype)),
+            lambda: load_vqgan(files[0], files[1], device=device, dtype=dtype),
         )
         # Held outside the module tree on purpose: the frozen network must stay out of
         # state_dict() (resume files) and out of the optimiser's parameters.
         self.__dict__["vqgan"] = model
         codebook = model.codebook.detach().float()
+        self.register_buffer("codebook_f32", codebook, persistent=False)
         self.register_buffer("codebook_sq", codebook.pow(2).sum(1), persistent=False)
         self.register_buffer("z_min", codebook.amin(0)[None, :, None, None], persistent=False)
         self.register_buffer("z_max", codebook.amax(0)[None, :, None, None], persistent=False)
         self.tokens = (ctx.height // model.factor, ctx.width // model.factor)
+        # The decoder is the heaviest part of a step: the engine may compile it.
+        self.__dict__["_decode"] = ctx.compile_module(self._decode_frozen, "vqgan decoder")
         init = options.init or ("image" if options.init_image is not None else "random_codes")
         self.z = torch.nn.Parameter(self._initial_z(init, codebook))
         if init == "image" and options.init_image is not None:
@@ -121,10 +125,17 @@ class VQGANGenerator(Generator):
         index = torch.randint(codebook.shape[0], (rows * cols,), device=codebook.device)
         return codebook[index].view(1, rows, cols, -1).permute(0, 3, 1, 2).contiguous()
 
+    def _decode_frozen(self, z_q: torch.Tensor) -> torch.Tensor:
+        # In the weights' own dtype with autocast off: under bf16 precision the weights
+        # are bf16 already, and autocast would otherwise round-trip every GroupNorm
+        # through fp32 (hundreds of casts per step).
+        with torch.autocast(self.ctx.device.type, enabled=False):
+            return self.vqgan.decode(z_q.to(self.vqgan.post_quant_conv.weight.dtype))
+
     def forward(self) -> torch.Tensor:
-        z_q = vector_quantize(self.z, self.vqgan.codebook, self.codebook_sq)
-        image = self.vqgan.decode(z_q.to(self.vqgan.post_quant_conv.weight.dtype))
-        return clamp_with_grad(image.add(1).div(2), 0.0, 1.0).float()
+        z_q = vector_quantize(self.z, self.codebook_f32, self.codebook_sq)
+        image = self._decode(z_q)
+        return clamp_with_grad(image.float().add(1).div(2), 0.0, 1.0)
 
     @torch.no_grad()
     def init_from_image(self, image: torch.Tensor) -> None:
@@ -132,7 +143,10 @@ class VQGANGenerator(Generator):
         size = (self.ctx.height, self.ctx.width)
         if tuple(image.shape[-2:]) != size:
             image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
-        self.z.copy_(self.vqgan.encode(image.clamp(0, 1)))
+        dtype = self.vqgan.post_quant_conv.weight.dtype
+        with torch.autocast(self.ctx.device.type, enabled=False):
+            z = self.vqgan.encode(image.clamp(0, 1).to(dtype))
+        self.z.copy_(z.float())
 
     @torch.no_grad()
     def post_step(self) -> None:

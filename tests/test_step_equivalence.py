@@ -1,0 +1,137 @@
+"""The engine's step computes what the canonical VQGAN+CLIP step computes.
+
+Same weights, same latents, same crops: the loss and the gradient on z from the pixgen
+engine (vqgan generator + clip loss, batched roi_align cutouts) match the reference in
+benchmarks/reference.py (a Python loop of crops + adaptive average pooling). Crop sizes
+are whole multiples of the model's input size, where roi_align's averaging equals
+adaptive average pooling exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from clip_fixtures import make_tiny_clip_checkpoint
+from vqgan_fixtures import write_tiny_vqgan
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+import reference  # noqa: E402
+
+import pixgen.models.cutouts as cutouts_module  # noqa: E402
+from pixgen.engine import Engine  # noqa: E402
+from pixgen.recipe import load_recipe  # noqa: E402
+
+
+def _boxes(size: int, cut: int, n: int) -> list[tuple[int, int, int]]:
+    g = torch.Generator().manual_seed(5)
+    boxes = []
+    for _ in range(n):
+        k = int(torch.randint(1, size // cut + 1, (), generator=g))
+        s = k * cut
+        x = int(torch.randint(0, size - s + 1, (), generator=g))
+        y = int(torch.randint(0, size - s + 1, (), generator=g))
+        boxes.append((x, y, s))
+    return boxes
+
+
+def engine_and_reference(tmp_path: Path, *, device: str, precision: str, size: int,
+                         vqgan_files: tuple[Path, Path], clip_spec: str, cut: int,
+                         n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[tuple, tuple]:
+    boxes = _boxes(size, cut, n)
+
+    def fixed_boxes(height, width, cut_size, count, cut_pow, dev, dtype=torch.float32):  # type: ignore[no-untyped-def]
+        rows = [[0.0, x, y, x + s, y + s] for x, y, s in boxes]
+        return torch.tensor(rows, device=dev, dtype=torch.float32).to(dtype)
+
+    monkeypatch.setattr(cutouts_module, "crop_boxes", fixed_boxes)
+    recipe = {
+        "name": "equiv", "seed": 0, "size": [size, size], "steps": 1, "device": device,
+        "precision": precision, "speed": {"compile": "off"},
+        "generator": {"use": "vqgan", "config": str(vqgan_files[0]),
+                      "checkpoint": str(vqgan_files[1]), "init": "random_codes"},
+        "losses": [{"use": "clip", "models": [clip_spec], "prompts": ["a red circle"],
+                    "cutouts": n, "augment": []}],
+    }
+    loaded, plugins = load_recipe(recipe)
+    engine = Engine(loaded, plugins, write_files=False)
+    engine.history = __import__("pixgen.engine", fromlist=["_History"])._History()
+    for slot in engine.losses:
+        engine.history.column(slot.label)
+    engine.ctx.begin_step(0)
+    gen = engine.generator
+    with engine._autocast():
+        image = engine._render(0)
+        total, _ = engine._score(image, 0)
+    total.backward()
+    engine_result = (total.detach().float(), gen.z.grad.detach().float().clone())
+
+    clip = engine.losses[0].loss.models[0]
+    text = engine.losses[0].loss._embed_targets(engine.ctx, clip)
+    vq = gen.vqgan
+    ref = reference.ReferenceStep(vq.decoder, vq.post_quant_conv, vq.codebook.float(),
+                                  _Encoder(clip), text.float(), gen.z.detach(),
+                                  cut_size=cut, cutn=n, precision=precision)
+    ref.make_cutouts.boxes = boxes
+    ref.mean = torch.zeros(1, 3, 1, 1, device=gen.z.device)  # the encoder normalises itself
+    ref.std = torch.ones(1, 3, 1, 1, device=gen.z.device)
+    loss = ref.loss()
+    loss.backward()
+    return engine_result, (loss.detach().float(), ref.z.grad.detach().float())
+
+
+class _Encoder(torch.nn.Module):
+    """The shared CLIP model seen through open_clip's plain ``encode_image`` interface."""
+
+    def __init__(self, clip):  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.clip = clip
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(x)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def test_engine_step_matches_reference_on_cpu(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    files = write_tiny_vqgan(tmp_path / "vq")
+    spec = make_tiny_clip_checkpoint(tmp_path / "clip")
+    (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
+        tmp_path, device="cpu", precision="fp32", size=64, vqgan_files=files,
+        clip_spec=spec, cut=32, n=8, monkeypatch=monkeypatch)
+    assert torch.isfinite(engine_grad).all() and ref_grad.abs().sum() > 0
+    assert float(engine_loss) == pytest.approx(float(ref_loss), rel=1e-5)
+    assert _relative(engine_grad, ref_grad) < 1e-4
+
+
+@pytest.mark.gpu
+def test_engine_step_matches_reference_on_gpu_full_size(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 448², bf16: within bf16 tolerance."""
+    import open_clip
+    import yaml
+    from safetensors.torch import save_file
+
+    from pixgen.models.vqgan import build_vqgan, parse_config
+
+    model_yaml = {"model": {"target": "taming.models.vqgan.VQModel",
+                            "params": {**reference.F16_16384_EMBED,
+                                       "ddconfig": reference.F16_16384_DDCONFIG}}}
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_yaml))
+    vq = build_vqgan(parse_config(model_yaml))
+    save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(tmp_path / "vq.safetensors"))
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(tmp_path / "c.safetensors"))
+    (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
+        tmp_path, device="cuda", precision="bf16", size=448,
+        vqgan_files=(tmp_path / "model.yaml", tmp_path / "vq.safetensors"),
+        clip_spec=f"ViT-B-32:{tmp_path / 'c.safetensors'}", cut=224,
+        n=32, monkeypatch=monkeypatch)
+    assert float(engine_loss) == pytest.approx(float(ref_loss), rel=2e-2)
+    assert _relative(engine_grad, ref_grad) < 0.1
