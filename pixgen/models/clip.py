@@ -359,6 +359,11 @@ class ClipModel:
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised image features of ``[N, 3, h, w]`` images in [0, 1] (differentiable)."""
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        if self.dtype != torch.float32:
+            # Frozen bf16 weights run purely in bf16: autocast would re-cast around every
+            # LayerNorm and softmax in every step.
+            with torch.autocast(x.device.type, enabled=False):
+                return self.model.encode_image(x.to(self.dtype), normalize=True)
         if torch.is_autocast_enabled(x.device.type):
             return self.model.encode_image(x, normalize=True)
         return self.model.encode_image(x.to(self.dtype), normalize=True)

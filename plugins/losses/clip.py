@@ -160,6 +160,12 @@ class ClipLoss(Loss):
         preset = preset_for(ctx.quality)
         names = options.models or list(preset.models)
         self.models = [model_service(ctx, name) for name in names]
+        # The image tower is the heavy part: the engine may compile it (shared per run).
+        self.image_encoders = [
+            ctx.service(("clip-image-encoder", m.name),
+                        lambda m=m: ctx.compile_module(m.encode_image, f"CLIP {m.name}"))
+            for m in self.models
+        ]
         counts = options.cutouts
         self.cutout_counts = [
             counts if isinstance(counts, int) else (counts or {}).get(name, preset.cutouts)
@@ -210,14 +216,15 @@ class ClipLoss(Loss):
         if not any(weights):
             return {}
         per_model = []
-        for model, count, targets in zip(
-            self.models, self.cutout_counts, self.targets, strict=True
+        for model, encoder, count, targets in zip(
+            self.models, self.image_encoders, self.cutout_counts, self.targets, strict=True
         ):
             cut_key = (model.input_size, count, self.cut_settings)
 
-            def features(model: Any = model, count: int = count) -> torch.Tensor:
+            def features(model: Any = model, encoder: Any = encoder,
+                         count: int = count) -> torch.Tensor:
                 cuts = cutouts_for(ctx, image, model.input_size, count, self.cut_settings)
-                return model.encode_image(cuts).float()
+                return encoder(cuts).float()
 
             embeds = ctx.per_step(("clip-image-features", model.name, cut_key), features)
             signed = self.distance(embeds, targets) * self.signs  # [N, K]
