@@ -39,6 +39,7 @@ def _boxes(size: int, cut: int, n: int) -> list[tuple[int, int, int]]:
 
 
 def engine_and_reference(tmp_path: Path, *, device: str, precision: str, size: int,
+                         reference_precision: str | None = None,
                          vqgan_files: tuple[Path, Path], clip_spec: str, cut: int,
                          n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[tuple, tuple]:
     boxes = _boxes(size, cut, n)
@@ -74,7 +75,8 @@ def engine_and_reference(tmp_path: Path, *, device: str, precision: str, size: i
     vq = gen.vqgan
     ref = reference.ReferenceStep(vq.decoder, vq.post_quant_conv, vq.codebook.float(),
                                   _Encoder(clip), text.float(), gen.z.detach(),
-                                  cut_size=cut, cutn=n, precision=precision)
+                                  cut_size=cut, cutn=n,
+                                  precision=reference_precision or precision)
     ref.make_cutouts.boxes = boxes
     ref.mean = torch.zeros(1, 3, 1, 1, device=gen.z.device)  # the encoder normalises itself
     ref.std = torch.ones(1, 3, 1, 1, device=gen.z.device)
@@ -113,7 +115,8 @@ def test_engine_step_matches_reference_on_cpu(tmp_path: Path,
 @pytest.mark.gpu
 def test_engine_step_matches_reference_on_gpu_full_size(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 448², bf16: within bf16 tolerance."""
+    """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 448²: the engine in bf16 against the
+    fp32 reference, within bf16's tolerance."""
     import open_clip
     import yaml
     from safetensors.torch import save_file
@@ -129,9 +132,12 @@ def test_engine_step_matches_reference_on_gpu_full_size(tmp_path: Path,
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(tmp_path / "c.safetensors"))
     (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
-        tmp_path, device="cuda", precision="bf16", size=448,
+        tmp_path, device="cuda", precision="bf16", size=448, reference_precision="fp32",
         vqgan_files=(tmp_path / "model.yaml", tmp_path / "vq.safetensors"),
         clip_spec=f"ViT-B-32:{tmp_path / 'c.safetensors'}", cut=224,
         n=32, monkeypatch=monkeypatch)
-    assert float(engine_loss) == pytest.approx(float(ref_loss), rel=2e-2)
-    assert _relative(engine_grad, ref_grad) < 0.1
+    loss_error = abs(float(engine_loss) - float(ref_loss)) / abs(float(ref_loss))
+    grad_error = _relative(engine_grad, ref_grad)
+    print(f"bf16 engine vs fp32 reference: loss {loss_error:.2e}, gradient {grad_error:.2e}")
+    assert loss_error < 3e-2, f"loss differs by {loss_error:.2e} (gradient {grad_error:.2e})"
+    assert grad_error < 0.15, f"gradient differs by {grad_error:.2e} (loss {loss_error:.2e})"

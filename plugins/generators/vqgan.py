@@ -133,7 +133,10 @@ class VQGANGenerator(Generator):
             return self.vqgan.decode(z_q.to(self.vqgan.post_quant_conv.weight.dtype))
 
     def forward(self) -> torch.Tensor:
-        z_q = vector_quantize(self.z, self.codebook_f32, self.codebook_sq)
+        # Nearest-code search in fp32 even under bf16 autocast: |z|² + |c|² - 2 z·c
+        # cancels catastrophically in bf16 and would pick wrong codes.
+        with torch.autocast(self.ctx.device.type, enabled=False):
+            z_q = vector_quantize(self.z.float(), self.codebook_f32, self.codebook_sq)
         image = self._decode(z_q)
         return clamp_with_grad(image.float().add(1).div(2), 0.0, 1.0)
 
