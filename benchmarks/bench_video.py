@@ -44,13 +44,25 @@ def make_target(path: Path, size: int) -> Path:
 
 
 def recipe(args: argparse.Namespace, target: Path, steps: int, video: bool) -> dict[str, Any]:
-    generator: dict[str, Any] = ({"use": "image", "param": args.param} if args.generator == "image"
-                                 else {"use": "pixel", "cells": [args.size // 4, args.size // 4]})
+    generator: dict[str, Any] = (
+        {"use": "image", "param": args.param}
+        if args.generator == "image"
+        else {"use": "pixel", "cells": [args.size // 4, args.size // 4]}
+    )
     outputs: list[dict[str, Any]] = []
     if video:
-        outputs.append({"use": "video", "every": 1, "format": args.format, "fps": 30,
-                        "keep_frames": args.keep_frames, "preset": args.preset,
-                        "queue": args.queue, "when_full": args.when_full})
+        outputs.append(
+            {
+                "use": "video",
+                "every": args.every,
+                "format": args.format,
+                "fps": 30,
+                "keep_frames": args.keep_frames,
+                "preset": args.preset,
+                "queue": args.queue,
+                "when_full": args.when_full,
+            }
+        )
     return {
         "name": "bench-video" if video else "bench-none",
         "seed": 0,
@@ -58,8 +70,10 @@ def recipe(args: argparse.Namespace, target: Path, steps: int, video: bool) -> d
         "steps": steps,
         "device": args.device,
         "generator": generator,
-        "losses": [{"use": "target_image", "image": str(target)},
-                   {"use": "smoothness", "weight": 0.05}],
+        "losses": [
+            {"use": "target_image", "image": str(target)},
+            {"use": "smoothness", "weight": 0.05},
+        ],
         "optimizer": {"name": "adam", "lr": 0.05},
         "outputs": outputs,
     }
@@ -70,8 +84,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def one_run(args: argparse.Namespace, target: Path, folder: Path, steps: int,
-            video: bool) -> dict[str, Any]:
+def one_run(
+    args: argparse.Namespace, target: Path, folder: Path, steps: int, video: bool
+) -> dict[str, Any]:
     from pixgen.engine import Engine
     from pixgen.recipe import load_recipe
 
@@ -85,24 +100,37 @@ def one_run(args: argparse.Namespace, target: Path, folder: Path, steps: int,
     if result.status != "completed":
         raise SystemExit(f"benchmark run ended {result.status}: {result.error}")
     out = result.info["outputs"].get("video", {})
-    return {"loop": float(result.info["steps_per_second"]), "e2e": steps / wall,
-            "dropped": out.get("dropped", 0), "frames": out.get("frames", 0)}
+    return {
+        "loop": float(result.info["steps_per_second"]),
+        "e2e": steps / wall,
+        "dropped": out.get("dropped", 0),
+        "frames": out.get("frames", 0),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu | cuda | cuda:N",
+    )
     parser.add_argument("--size", type=int, default=512, help="image width and height")
     parser.add_argument("--steps", type=int, default=300, help="steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant")
     parser.add_argument("--generator", choices=["image", "pixel"], default="image")
-    parser.add_argument("--param", choices=["pixels", "fft"], default="fft",
-                        help="image generator parameterisation")
+    parser.add_argument(
+        "--param", choices=["pixels", "fft"], default="fft", help="image generator parameterisation"
+    )
+    parser.add_argument("--every", type=int, default=1, help="steps between video frames")
     parser.add_argument("--format", choices=["mp4", "gif", "webp"], default="mp4")
     parser.add_argument("--preset", default="medium", help="x264 preset of the video output")
-    parser.add_argument("--no-keep-frames", dest="keep_frames", action="store_false",
-                        help="do not also save frames/NNNNNN.png")
+    parser.add_argument(
+        "--no-keep-frames",
+        dest="keep_frames",
+        action="store_false",
+        help="do not also save frames/NNNNNN.png",
+    )
     parser.add_argument("--queue", type=int, default=16)
     parser.add_argument("--when-full", choices=["wait", "drop"], default="wait")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -128,27 +156,49 @@ def main(argv: list[str] | None = None) -> int:
     def median(video: bool, key: str) -> float:
         return statistics.median(r[key] for r in runs[video])
 
-    device_name = (torch.cuda.get_device_name(torch.device(args.device))
-                   if args.device.startswith("cuda") else "cpu")
+    device_name = (
+        torch.cuda.get_device_name(torch.device(args.device))
+        if args.device.startswith("cuda")
+        else "cpu"
+    )
     report: dict[str, Any] = {
-        "device": args.device, "device_name": device_name, "torch": torch.__version__,
-        "size": args.size, "steps": args.steps, "repeats": args.repeats,
+        "device": args.device,
+        "device_name": device_name,
+        "torch": torch.__version__,
+        "size": args.size,
+        "steps": args.steps,
+        "repeats": args.repeats,
         "generator": args.generator if args.generator == "pixel" else f"image/{args.param}",
-        "video": {"format": args.format, "every": 1, "keep_frames": args.keep_frames,
-                  "preset": args.preset, "queue": args.queue, "when_full": args.when_full},
+        "video": {
+            "format": args.format,
+            "every": args.every,
+            "keep_frames": args.keep_frames,
+            "preset": args.preset,
+            "queue": args.queue,
+            "when_full": args.when_full,
+        },
     }
-    print(f"pixgen video benchmark: {device_name} ({args.device}), torch {torch.__version__}, "
-          f"{args.size}×{args.size}, {args.steps} steps × {args.repeats}, "
-          f"generator {report['generator']}")
-    print(f"video: {args.format}, a frame every step, keep_frames={args.keep_frames}, "
-          f"preset={args.preset}, queue={args.queue}, when_full={args.when_full}")
+    print(
+        f"pixgen video benchmark: {device_name} ({args.device}), torch {torch.__version__}, "
+        f"{args.size}×{args.size}, {args.steps} steps × {args.repeats}, "
+        f"generator {report['generator']}"
+    )
+    print(
+        f"video: {args.format}, a frame every {args.every} step(s), keep_frames={args.keep_frames}, "
+        f"preset={args.preset}, queue={args.queue}, when_full={args.when_full}"
+    )
     for key, label in (("loop", "loop (run.json steps/s)"), ("e2e", "end-to-end (with flush)")):
         base, vid = median(False, key), median(True, key)
         overhead = (base / vid - 1) * 100
-        report[key] = {"no_outputs_it_s": round(base, 2), "video_it_s": round(vid, 2),
-                       "overhead_percent": round(overhead, 1)}
-        print(f"  {label:26s} no outputs {base:8.2f} it/s   video {vid:8.2f} it/s   "
-              f"overhead {overhead:+6.1f} %")
+        report[key] = {
+            "no_outputs_it_s": round(base, 2),
+            "video_it_s": round(vid, 2),
+            "overhead_percent": round(overhead, 1),
+        }
+        print(
+            f"  {label:26s} no outputs {base:8.2f} it/s   video {vid:8.2f} it/s   "
+            f"overhead {overhead:+6.1f} %"
+        )
     dropped = [r["dropped"] for r in runs[True]]
     report["dropped"] = dropped
     print(f"  frames dropped per run: {dropped}")

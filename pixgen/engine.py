@@ -546,13 +546,19 @@ class Engine:
             error = error or exc
         summaries: dict[str, Any] = {}
         for output, info in self.outputs:
+            label = info.name
+            count = 2
+            while label in summaries:
+                label, count = f"{info.name}#{count}", count + 1
             try:
                 with _blame(output, info, "on_finish"):
-                    if final_tensor is not None:
-                        output.on_finish(ctx, final_tensor)
-                summaries[info.name] = output.summary()
+                    # None when the final image could not be rendered: outputs still
+                    # finish and close what they have.
+                    output.on_finish(ctx, final_tensor)  # type: ignore[arg-type]
+                summaries[label] = output.summary()
             except BaseException as exc:
                 error = error or exc
+                summaries[label] = {"error": str(exc)}
         image = tensor_to_pil(final_tensor) if final_tensor is not None else Image.new(
             "RGB", self.recipe.size)
         history = self.history.as_dict()

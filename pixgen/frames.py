@@ -2,9 +2,13 @@
 
 :class:`FrameWriter` copies a device image into pinned host memory with a non-blocking
 copy, records a CUDA event, and hands the frame to a background thread that waits for
-the event and then runs the (slow) consumer: PNG or video encoding. The queue is bounded;
-when it is full the policy is explicit: ``wait`` (the loop waits for the worker) or
-``drop`` (the frame is skipped and counted).
+the event, converts it to 8-bit HWC and then runs the (slow) consumer: PNG or video
+encoding. The queue is bounded; when it is full the policy is explicit: ``wait`` (the
+loop waits for the worker) or ``drop`` (the frame is skipped and counted).
+
+The loop's share of a frame is kept to a handful of Python calls (no conversion kernels,
+pinned buffers and events reused from a pool), because in a fast loop every Python call
+on any thread competes with the loop's own kernel launches for the GIL.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ QueuePolicy = Literal["wait", "drop"]
 _STOP = object()
 
 
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """``[1,3,H,W]`` or ``[3,H,W]`` float in [0, 1] on the CPU -> new HWC uint8 array."""
+    if image.dim() == 4:
+        image = image[0]
+    frame = image.float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    return frame.permute(1, 2, 0).contiguous().numpy()
+
+
 class FrameWriter:
     """Runs ``consume(step, frame_hwc_uint8)`` on a worker thread for each submitted image."""
 
@@ -34,6 +46,8 @@ class FrameWriter:
     ):
         self._consume = consume
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_queue))
+        # Pinned buffers and events come back here once the worker has read them.
+        self._spare: queue.SimpleQueue[tuple[torch.Tensor, Any]] = queue.SimpleQueue()
         self.policy = policy
         self.dropped = 0
         self.written = 0
@@ -41,20 +55,23 @@ class FrameWriter:
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _to_host(image: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        # uint8 HWC on the device first: 4x fewer bytes to copy than float32 CHW.
+    def _to_host(self, image: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Start the copy of ``image`` to the host; the worker converts it."""
         frame = image.detach()
-        if frame.dim() == 4:
-            frame = frame[0]
-        frame = frame.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
         if frame.device.type == "cuda":
-            host = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
+            try:
+                host, event = self._spare.get_nowait()
+                if host.shape != frame.shape or host.dtype != frame.dtype:
+                    raise queue.Empty
+            except queue.Empty:
+                host = torch.empty(frame.shape, dtype=frame.dtype, pin_memory=True)
+                event = torch.cuda.Event()
             host.copy_(frame, non_blocking=True)
-            event = torch.cuda.Event()
             event.record()
             return host, event
-        return frame.contiguous().clone(), None
+        # CPU (and other devices): a synchronous copy, so that later in-place changes to
+        # the image cannot reach the frame.
+        return frame.to("cpu", copy=True), None
 
     def submit(self, step: int, image: torch.Tensor, *, policy: QueuePolicy | None = None) -> bool:
         """Queue ``image`` ([1,3,H,W] or [3,H,W] in [0,1]); False if it was dropped.
@@ -82,7 +99,10 @@ class FrameWriter:
                 step, host, event = item
                 if event is not None:
                     event.synchronize()
-                self._consume(step, host.numpy())
+                frame = to_uint8_hwc(host)
+                if event is not None:
+                    self._spare.put((host, event))
+                self._consume(step, frame)
                 self.written += 1
             except BaseException as exc:  # reported to the loop on the next submit/close
                 self.error = exc

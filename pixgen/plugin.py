@@ -141,8 +141,10 @@ class Output(Plugin):
     def on_step(self, ctx: RunContext, step: int, image: torch.Tensor) -> None:
         """The image after ``step`` optimiser updates (detached, on the run's device)."""
 
-    def on_finish(self, ctx: RunContext, image: torch.Tensor) -> None:
-        """After the last step, also on Ctrl-C or failure (``ctx.status`` says which)."""
+    def on_finish(self, ctx: RunContext, image: torch.Tensor | None) -> None:
+        """After the last step, also on Ctrl-C or failure (``ctx.status`` says which).
+
+        ``image`` is the final image, or None if it could not be rendered."""
 
     def summary(self) -> dict[str, Any]:
         """Facts for run.json (files written, frames dropped …)."""

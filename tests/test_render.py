@@ -23,8 +23,10 @@ def rgb(path: Path) -> np.ndarray:
 @pytest.fixture
 def video_run(basic_recipe: dict, tmp_path: Path) -> Path:
     """A finished 20-step run with a video frame every 2 steps (10 kept frames)."""
-    recipe = {**basic_recipe, "outputs": [{"use": "video", "every": 2, "fps": 10,
-                                           "hold_last": 0.5}]}
+    recipe = {
+        **basic_recipe,
+        "outputs": [{"use": "video", "every": 2, "fps": 10, "hold_last": 0.5}],
+    }
     pixgen.run(recipe, output=tmp_path / "run")
     return tmp_path / "run"
 
@@ -71,31 +73,47 @@ def test_render_falls_back_to_png_stills(basic_recipe: dict, tmp_path: Path) -> 
     assert len(list(iio.imiter(path, plugin="FFMPEG"))) == 6
 
 
-def test_render_refuses_to_overwrite(video_run: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_refuses_to_overwrite(video_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(video_run), "-o", str(video_run / "progress.mp4")]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["render", str(video_run), "-o", str(video_run / "progress.mp4"),
-                 "--overwrite", "--fps", "5"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(video_run),
+                "-o",
+                str(video_run / "progress.mp4"),
+                "--overwrite",
+                "--fps",
+                "5",
+            ]
+        )
+        == 0
+    )
     # 0.5 s at 5 fps is 2.5 frames: rounded half up to 3
     assert len(list(iio.imiter(video_run / "progress.mp4", plugin="FFMPEG"))) == 10 + 3
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--fps", "0"], "--fps must be above 0"),
-    (["--format", "avi"], "unknown format 'avi'"),
-    (["-o", "x.gif", "--format", "mp4"], "does not end in .mp4"),
-    (["--frames", "nothing"], "no saved frames"),
-])
-def test_render_bad_arguments(video_run: Path, capsys: pytest.CaptureFixture[str],
-                              args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fps", "0"], "--fps must be above 0"),
+        (["--format", "avi"], "unknown format 'avi'"),
+        (["-o", "x.gif", "--format", "mp4"], "does not end in .mp4"),
+        (["--frames", "nothing"], "no saved frames"),
+    ],
+)
+def test_render_bad_arguments(
+    video_run: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     assert main(["render", str(video_run), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
 def test_render_errors_for_folders_that_are_not_runs(
-        tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["render", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

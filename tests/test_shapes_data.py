@@ -71,7 +71,7 @@ def test_captions_name_what_the_image_shows() -> None:
                 phrase = D.position_phrase(pos)
                 assert phrase in text or phrase.replace("centre", "center") in text
         if "background" in words:
-            assert f"on a {rec['background']} background" in text
+            assert D.background_phrase(int(batch.attrs.bg_colour[i])) in text
 
 
 def test_rendered_object_is_where_and_what_the_caption_says() -> None:
@@ -126,7 +126,8 @@ def test_model_builds_and_file_is_small(tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model()
     path = save_weights(model, tmp_path / "shapes.safetensors")
-    assert path.stat().st_size <= 20_000_000
+    # <= 16 MiB: the package budget is ~20 MB, and a device run hands back files <= 16 MiB.
+    assert path.stat().st_size <= 16 * 2**20
     cfg = json.loads((tmp_path / "shapes.json").read_text())
     assert cfg["embed_dim"] == SHAPES_MODEL_CONFIG["embed_dim"]
     assert cfg["preprocess_cfg"]["size"] == 64
@@ -165,3 +166,15 @@ def test_evaluate_runs_end_to_end(tiny_weights, capsys) -> None:
 def test_evaluate_without_weights_says_so(tmp_path, capsys) -> None:
     assert E.main(["--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no weights" in capsys.readouterr().err
+
+
+def test_train_writes_weights_config_and_metrics(tmp_path) -> None:
+    from pixgen.shapes import train
+
+    out = tmp_path / "run"
+    args = ["--device", "cpu", "--steps", "2", "--batch", "8", "--eval-n", "16"]
+    assert train.main([*args, "--log-every", "1", "--out", str(out)]) == 0
+    assert (out / "shapes.safetensors").exists() and (out / "shapes.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["stop_reason"] == "steps"
+    assert 0.0 <= metrics["colour_acc"] <= 1.0

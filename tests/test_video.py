@@ -24,6 +24,7 @@ from pixgen.errors import PluginRunError, RecipeError
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Loss, PluginOptions
 from pixgen.recipe import load_recipe
+from pixgen.video import read_archive
 
 TOLERANCE = 8 / 255  # mean absolute difference H.264 at crf 18 stays well under
 
@@ -67,14 +68,18 @@ def test_mp4_frame_count_size_first_and_last_frames(basic_recipe: dict, tmp_path
     final = rgb(run_dir / "final.png")
     for frame in frames[-5:]:
         assert mad(frame, final) < TOLERANCE
-    # The kept frames are lossless copies of what the png output saved at the same steps.
-    kept = sorted(p.name for p in (run_dir / "frames").iterdir())
-    assert kept == [f"{s:06d}.png" for s in range(0, 20, 2)]
-    assert np.array_equal(rgb(run_dir / "frames" / "000010.png"),
-                          rgb(run_dir / "steps" / "000010.png"))
+    # The archive keeps each frame losslessly: the png output's stills, then the final image.
+    kept = list(read_archive(run_dir / "frames.mkv"))
+    assert len(kept) == 10 + 1
+    assert np.array_equal(kept[0], rgb(run_dir / "steps" / "000000.png"))
+    assert np.array_equal(kept[5], rgb(run_dir / "steps" / "000010.png"))
+    assert np.array_equal(kept[-1], final)
+    index = json.loads((run_dir / "frames.json").read_text())
+    assert index["steps"] == list(range(0, 20, 2)) and index["final"] is True
     summary = result.info["outputs"]["video"]
     assert summary["frames"] == 15 and summary["steps_recorded"] == 10
     assert summary["dropped"] == 0 and summary["file"] == "progress.mp4"
+    assert summary["archive"] == "frames.mkv"
     assert run_json(run_dir)["outputs"]["video"] == summary
     assert not list(run_dir.glob(".*partial*")), "temporary file left behind"
 
@@ -85,21 +90,44 @@ def test_hold_last_zero_still_ends_on_the_final_image(basic_recipe: dict, tmp_pa
     frames = mp4_frames(tmp_path / "run" / "clip.mp4")
     assert len(frames) == 4 + 1  # steps 0, 5, 10, 15 and the final image once
     assert mad(frames[-1], rgb(tmp_path / "run" / "final.png")) < TOLERANCE
-    assert not (tmp_path / "run" / "frames").exists()
+    assert not (tmp_path / "run" / "frames.mkv").exists()
 
 
-@pytest.mark.parametrize(("size", "scale", "expected"), [
-    ((65, 47), 1.0, (66, 48)),  # odd: padded by one repeated edge pixel to an even size
-    ((64, 48), 0.5, (32, 24)),
-])
-def test_mp4_odd_sizes_and_scale(basic_recipe: dict, tmp_path: Path, size: tuple[int, int],
-                                 scale: float, expected: tuple[int, int]) -> None:
+def test_two_video_outputs_keep_separate_archives(basic_recipe: dict, tmp_path: Path) -> None:
+    recipe = with_video(basic_recipe, every=5, hold_last=0)
+    recipe["outputs"].append({"use": "video", "format": "gif", "file": "small", "scale": 0.5})
+    pixgen.run(recipe, output=tmp_path / "run")
+    run_dir = tmp_path / "run"
+    assert len(list(read_archive(run_dir / "frames.mkv"))) == 4 + 1
+    assert len(list(read_archive(run_dir / "small-frames.mkv"))) == 20 + 1
+    assert json.loads((run_dir / "small-frames.json").read_text())["steps"] == list(range(20))
+    with Image.open(run_dir / "small.gif") as img:
+        assert img.size == (32, 24)
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        ((65, 47), 1.0, (66, 48)),  # odd: padded by one repeated edge pixel to an even size
+        ((64, 48), 0.5, (32, 24)),
+    ],
+)
+def test_mp4_odd_sizes_and_scale(
+    basic_recipe: dict,
+    tmp_path: Path,
+    size: tuple[int, int],
+    scale: float,
+    expected: tuple[int, int],
+) -> None:
     # A smooth picture: sharp colour cells that straddle odd pixel columns are smeared by
     # yuv420p's 2×2 chroma, which says nothing about the padding under test.
     target = basic_recipe["losses"][0]["image"]
     generator = {"use": "image", "init_image": target}
-    recipe = with_video({**basic_recipe, "size": list(size), "steps": 6, "generator": generator},
-                        scale=scale, hold_last=0)
+    recipe = with_video(
+        {**basic_recipe, "size": list(size), "steps": 6, "generator": generator},
+        scale=scale,
+        hold_last=0,
+    )
     result = pixgen.run(recipe, output=tmp_path / "run")
     frames = mp4_frames(tmp_path / "run" / "progress.mp4")
     assert len(frames) == 6 + 1
@@ -132,17 +160,19 @@ def test_gif_and_webp_decode(basic_recipe: dict, tmp_path: Path, fmt: str) -> No
     assert result.info["outputs"]["video"]["frames"] == 5 + 10
 
 
-def test_drop_policy_counts_dropped_frames(basic_recipe: dict, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    slow_add = pixgen.video.Mp4Sink.add
+def test_drop_policy_counts_dropped_frames(
+    basic_recipe: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = pixgen.video.FfmpegPipe.write
 
-    def slow(self: pixgen.video.Mp4Sink, frame: np.ndarray, repeat: int = 1) -> None:
+    def slow(self: pixgen.video.FfmpegPipe, frame: np.ndarray) -> None:
         time.sleep(0.03)  # an encoder far slower than the loop
-        slow_add(self, frame, repeat)
+        write(self, frame)
 
-    monkeypatch.setattr(pixgen.video.Mp4Sink, "add", slow)
-    recipe = with_video({**basic_recipe, "steps": 30}, queue=1, when_full="drop",
-                        keep_frames=False, hold_last=0)
+    monkeypatch.setattr(pixgen.video.FfmpegPipe, "write", slow)
+    recipe = with_video(
+        {**basic_recipe, "steps": 30}, queue=1, when_full="drop", keep_frames=False, hold_last=0
+    )
     result = pixgen.run(recipe, output=tmp_path / "run")
     summary = run_json(tmp_path / "run")["outputs"]["video"]
     assert summary == result.info["outputs"]["video"]
@@ -154,14 +184,15 @@ def test_drop_policy_counts_dropped_frames(basic_recipe: dict, tmp_path: Path,
 
 
 def test_wait_policy_keeps_every_frame_with_a_slow_encoder(
-        basic_recipe: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    slow_add = pixgen.video.Mp4Sink.add
+    basic_recipe: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = pixgen.video.FfmpegPipe.write
 
-    def slow(self: pixgen.video.Mp4Sink, frame: np.ndarray, repeat: int = 1) -> None:
+    def slow(self: pixgen.video.FfmpegPipe, frame: np.ndarray) -> None:
         time.sleep(0.02)
-        slow_add(self, frame, repeat)
+        write(self, frame)
 
-    monkeypatch.setattr(pixgen.video.Mp4Sink, "add", slow)
+    monkeypatch.setattr(pixgen.video.FfmpegPipe, "write", slow)
     recipe = with_video({**basic_recipe, "steps": 12}, queue=1, hold_last=0)
     result = pixgen.run(recipe, output=tmp_path / "run")
     summary = result.info["outputs"]["video"]
@@ -208,12 +239,14 @@ def _start_long_run(basic_recipe: dict, tmp_path: Path) -> tuple[subprocess.Pope
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pixgen.cli", "run", str(recipe_path), "-o", str(run_dir), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        kept = run_dir / "frames"
-        if kept.is_dir() and len(list(kept.glob("0*.png"))) >= 4:
+        if (run_dir / ".progress.partial.mp4").exists():  # ffmpeg has frames
+            time.sleep(0.5)
             return proc, run_dir
         if proc.poll() is not None:
             break
@@ -245,13 +278,15 @@ def test_ctrl_c_leaves_a_playable_video(basic_recipe: dict, tmp_path: Path) -> N
 
 
 def test_a_killed_run_never_leaves_a_broken_file_under_the_final_name(
-        basic_recipe: dict, tmp_path: Path) -> None:
+    basic_recipe: dict, tmp_path: Path
+) -> None:
     proc, run_dir = _start_long_run(basic_recipe, tmp_path)
     proc.kill()
     proc.communicate(timeout=60)
+    time.sleep(0.5)  # ffmpeg, in its own session, sees the pipe close and finishes
     assert not (run_dir / "progress.mp4").exists()
-    for frame in (run_dir / "frames").glob("*.png"):  # kept frames are whole or absent
-        rgb(frame)
+    assert not (run_dir / "frames.mkv").exists()
+    assert (run_dir / ".progress.partial.mp4").exists()
 
 
 def test_options_are_validated(basic_recipe: dict) -> None:
@@ -270,13 +305,14 @@ def test_options_are_validated(basic_recipe: dict) -> None:
 @pytest.mark.gpu
 def test_video_from_a_cuda_run(basic_recipe: dict, tmp_path: Path) -> None:
     """Frames leave the GPU through pinned memory and CUDA events; same video as on CPU."""
-    recipe = with_video({**basic_recipe, "device": "cuda"}, every=2, fps=10, hold_last=0.5,
-                        png_every=2)
+    recipe = with_video(
+        {**basic_recipe, "device": "cuda"}, every=2, fps=10, hold_last=0.5, png_every=2
+    )
     result = pixgen.run(recipe, output=tmp_path / "run")
     run_dir = tmp_path / "run"
     frames = mp4_frames(run_dir / "progress.mp4")
     assert len(frames) == 10 + 5 == result.info["outputs"]["video"]["frames"]
     assert mad(frames[0], rgb(run_dir / "steps" / "000000.png")) < TOLERANCE
     assert mad(frames[-1], rgb(run_dir / "final.png")) < TOLERANCE
-    assert np.array_equal(rgb(run_dir / "frames" / "000004.png"),
-                          rgb(run_dir / "steps" / "000004.png"))
+    kept = list(read_archive(run_dir / "frames.mkv"))
+    assert np.array_equal(kept[2], rgb(run_dir / "steps" / "000004.png"))

@@ -1,14 +1,17 @@
 """``pixgen render RUN_DIR``: re-encode a run's saved frames as a video (no re-run).
 
-Frames come from the ``video`` output's ``frames/`` folder (its ``keep_frames`` option,
-on by default) or, when a run has none, from the ``png`` output's ``steps/`` stills. The
-video ends on the run's ``final.png``, held for ``--hold-last`` seconds. Defaults (fps,
-format, scale, hold) are the run's own ``video`` output settings where it had one.
+Frames come from the ``video`` output's lossless archive ``frames.mkv`` (its
+``keep_frames`` option, on by default), which ends on the final image; a run without one
+falls back to the ``png`` output's ``steps/`` stills followed by ``final.png``. The last
+frame is held for ``--hold-last`` seconds. Defaults (fps, format, scale, hold, quality)
+are the run's own ``video`` output settings where it had one.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +19,16 @@ import typer
 
 from pixgen.errors import PixgenError
 
-_DEFAULTS: dict[str, Any] = {"fps": 30.0, "format": "mp4", "scale": 1.0, "hold_last": 1.0,
-                             "crf": 18, "preset": "medium"}
+ARCHIVE = "frames.mkv"
+_STILL = re.compile(r"^(\d+)\.png$")
+_DEFAULTS: dict[str, Any] = {
+    "fps": 30.0,
+    "format": "mp4",
+    "scale": 1.0,
+    "hold_last": 1.0,
+    "crf": 18,
+    "preset": "medium",
+}
 
 
 def _run_outputs(run_dir: Path) -> list[dict[str, Any]]:
@@ -26,15 +37,35 @@ def _run_outputs(run_dir: Path) -> list[dict[str, Any]]:
 
     try:
         data = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     outputs = data.get("outputs") if isinstance(data, dict) else None
     return [o for o in outputs or [] if isinstance(o, dict)]
 
 
-def find_frames(run_dir: Path, folder: str | None = None) -> tuple[str, list[tuple[int, Path]]]:
-    """The frame folder's name and its frames: ``folder``, else the video's, else png's."""
-    from pixgen.video import list_frames
+def _read_png(path: Path) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise PixgenError(f"cannot read frame {path}: {exc}") from exc
+
+
+def _stills(folder: Path) -> list[Path]:
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if (m := _STILL.match(p.name)) and p.is_file()
+    )
+    return [p for _, p in found]
+
+
+def find_frames(run_dir: Path, frames: str | None = None) -> tuple[str, Iterator[Any]]:
+    """Where the frames are (for messages) and an iterator over them (HWC uint8)."""
+    from pixgen.video import read_archive
 
     if not run_dir.is_dir():
         raise PixgenError(f"{run_dir} is not a folder (pixgen render takes a run folder)")
@@ -42,28 +73,27 @@ def find_frames(run_dir: Path, folder: str | None = None) -> tuple[str, list[tup
         raise PixgenError(
             f"{run_dir} is not a pixgen run folder (it has no run.json or recipe.yaml)"
         )
-    if folder is not None:
-        candidates = [folder]
+    if frames is not None:
+        candidates = [frames]
     else:
-        candidates = []
-        for out in _run_outputs(run_dir):
-            if out.get("use") == "video" and out.get("keep_frames", True):
-                candidates.append(str(out.get("frames_folder", "frames")))
-        candidates.append("frames")
-        candidates += [str(o.get("folder", "steps")) for o in _run_outputs(run_dir)
-                       if o.get("use") == "png"]
-        candidates.append("steps")
+        pngs = [
+            str(o.get("folder", "steps")) for o in _run_outputs(run_dir) if o.get("use") == "png"
+        ]
+        others = sorted(p.name for p in run_dir.glob(f"*-{ARCHIVE}"))  # file: NAME outputs
+        candidates = [ARCHIVE, *others, *pngs, "steps"]
     for name in dict.fromkeys(candidates):
         path = run_dir / name
-        if path.is_dir():
-            frames = list_frames(path)
-            if frames:
-                return name, frames
-    looked = ", ".join(f"{n}/" for n in dict.fromkeys(candidates))
+        if path.is_file():
+            return name, read_archive(path)
+        if path.is_dir() and (stills := _stills(path)):
+            final = run_dir / "final.png"
+            ending = [final] if final.is_file() else []
+            return f"{name}/", (_read_png(p) for p in [*stills, *ending])
+    looked = ", ".join(dict.fromkeys(candidates))
     raise PixgenError(
-        f"no saved frames in {run_dir} (looked in {looked})",
-        hint="runs keep frames with the video output (keep_frames: true, the default) "
-        "or the png output's stills",
+        f"no saved frames in {run_dir} (looked for {looked})",
+        hint="a run keeps its frames with the video output (keep_frames: true, the default: "
+        "frames.mkv) or the png output's stills (steps/)",
     )
 
 
@@ -75,17 +105,14 @@ def render_run(
     fps: float | None = None,
     scale: float | None = None,
     hold_last: float | None = None,
-    frames_folder: str | None = None,
+    frames: str | None = None,
     overwrite: bool = False,
 ) -> tuple[Path, int]:
     """Encode the run's frames into a video; returns its path and frame count."""
-    import numpy as np
-    from PIL import Image
-
-    from pixgen.video import FORMATS, fit_frame, hold_frames, open_sink, output_size
+    from pixgen.video import FORMATS, AnimationWriter, hold_frames
 
     run_dir = Path(run_dir)
-    folder, frames = find_frames(run_dir, frames_folder)
+    source, frame_iter = find_frames(run_dir, frames)
     settings = dict(_DEFAULTS)
     for out in _run_outputs(run_dir):
         if out.get("use") == "video":
@@ -112,62 +139,83 @@ def render_run(
     if output.exists() and not overwrite:
         raise PixgenError(f"{output} exists; pass --overwrite to replace it")
 
-    def read(path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                return np.asarray(img.convert("RGB"))
-        except OSError as exc:
-            raise PixgenError(f"cannot read frame {path}: {exc}") from exc
-
-    first = read(frames[0][1])
+    first = next(frame_iter, None)
+    if first is None:
+        raise PixgenError(f"no frames in {run_dir / source}")
     h, w = first.shape[:2]
-    size = output_size(w, h, scale, fmt)
-    sink = open_sink(output, fmt, fps, size, crf=int(settings["crf"]),
-                     preset=str(settings["preset"]))
+    writer = AnimationWriter(
+        output,
+        fmt,
+        fps,
+        (w, h),
+        scale=scale,
+        hold=hold_frames(hold_last, fps),
+        crf=int(settings["crf"]),
+        preset=str(settings["preset"]),
+    )
     try:
-        last = first
-        for i, (_, path) in enumerate(frames):
-            frame = first if i == 0 else read(path)
+        writer.add(first)
+        for frame in frame_iter:
             if frame.shape != first.shape:
-                raise PixgenError(f"frame {path} is {frame.shape[1]}×{frame.shape[0]}, "
-                                  f"the first frame in {folder}/ is {w}×{h}")
-            sink.add(fit_frame(frame, scale, fmt))
-            last = frame
-        final = run_dir / "final.png"
-        if final.is_file():
-            candidate = read(final)
-            if candidate.shape == first.shape:
-                last = candidate
-        sink.add(fit_frame(last, scale, fmt), hold_frames(hold_last, fps))
+                raise PixgenError(
+                    f"a frame in {source} is {frame.shape[1]}×{frame.shape[0]}, "
+                    f"the first is {w}×{h}"
+                )
+            writer.add(frame)
     except BaseException:
-        sink.abort()
+        writer.abort()
         raise
-    sink.close()
-    return output, sink.frames
+    writer.close()
+    return output, writer.frames
 
 
 def render_command(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder (with frames/ or steps/)")],
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (with frames.mkv or steps/)")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="the video file [default: RUN_DIR/render-<fps>fps.<format>]"),
+        typer.Option(
+            "--output", "-o", help="the video file [default: RUN_DIR/render-<fps>fps.<format>]"
+        ),
     ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", "-f", help="mp4 | gif | webp [default: the run's]")
+        str | None,
+        typer.Option(
+            "--format", "-f", help="mp4 | gif | webp [default: the run's, else from --output]"
+        ),
     ] = None,
-    fps: Annotated[float | None, typer.Option("--fps", help="frames per second [default: the run's]")] = None,
-    scale: Annotated[float | None, typer.Option("--scale", help="size factor [default: the run's]")] = None,
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="frames per second [default: the run's]")
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option("--scale", help="size factor [default: the run's]")
+    ] = None,
     hold_last: Annotated[
-        float | None, typer.Option("--hold-last", help="seconds the final image is held [default: the run's]")
+        float | None,
+        typer.Option("--hold-last", help="seconds the last frame is held [default: the run's]"),
     ] = None,
     frames: Annotated[
-        str | None, typer.Option("--frames", help="sub-folder of the frames [default: frames/, else steps/]")
+        str | None,
+        typer.Option(
+            "--frames",
+            help="the frames: an archive file or a folder of NNNNNN.png in the run folder "
+            "[default: frames.mkv, else steps/]",
+        ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing file")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace an existing file")
+    ] = False,
 ) -> None:
     """Re-render a run's progress video from its saved frames (other fps, format, size)."""
-    path, count = render_run(run_dir, output=output, fmt=fmt, fps=fps, scale=scale,
-                             hold_last=hold_last, frames_folder=frames, overwrite=overwrite)
+    path, count = render_run(
+        run_dir,
+        output=output,
+        fmt=fmt,
+        fps=fps,
+        scale=scale,
+        hold_last=hold_last,
+        frames=frames,
+        overwrite=overwrite,
+    )
     sys.stdout.write(f"{path} ({count} frames)\n")
 
 

@@ -97,14 +97,24 @@ def _geometry(n: int, s: CutoutSettings, device: torch.device) -> torch.Tensor |
     return m
 
 
+_GRIDS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Pixel centres of an ``h`` x ``w`` output in [-1, 1], homogeneous: ``[1, h*w, 3]``."""
+    key = (h, w, device)
+    if key not in _GRIDS:
+        ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device)
+        xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        _GRIDS[key] = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)
+    return _GRIDS[key]
+
+
 def _warp(cutouts: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     """Resample every cutout through its own 3x3 matrix in one ``grid_sample`` call."""
     n, _, h, w = cutouts.shape
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=cutouts.device)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=cutouts.device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    base = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)
-    points = base @ matrices.transpose(1, 2)  # [n, h*w, 3]
+    points = _base_grid(h, w, cutouts.device) @ matrices.transpose(1, 2)  # [n, h*w, 3]
     grid = points[..., :2] / points[..., 2:].clamp_min(1e-3)
     grid = grid.reshape(n, h, w, 2).to(cutouts.dtype)
     return F.grid_sample(cutouts, grid, mode="bilinear", padding_mode="border", align_corners=False)

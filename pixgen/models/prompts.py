@@ -24,9 +24,9 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
 from pixgen.plugin import InputFile, PluginOptions
 from pixgen.steps import StepValue, resolve_step
@@ -63,7 +63,30 @@ class ImagePrompt(PluginOptions):
     stop: float | None = Field(None, description="stop pulling once the distance is below this")
 
 
-PromptItem = str | TextPrompt | ImagePrompt
+def _prompt_kind(value: Any) -> str | None:
+    """Which shape a prompt entry is, so errors speak of that shape only."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, TextPrompt | ImagePrompt):
+        return "mapping" if isinstance(value, TextPrompt) else "image mapping"
+    if isinstance(value, dict):
+        if "text" in value and "image" in value:
+            return None
+        return "image mapping" if "image" in value else "mapping"
+    return None
+
+
+PromptItem = Annotated[
+    Annotated[str, Tag("text")]
+    | Annotated[TextPrompt, Tag("mapping")]
+    | Annotated[ImagePrompt, Tag("image mapping")],
+    Discriminator(
+        _prompt_kind,
+        custom_error_type="prompt",
+        custom_error_message="a prompt is a string, {text: ..., weight: ...} or "
+        "{image: file, weight: ...} (not both text and image)",
+    ),
+]
 """One entry of ``prompts:``: a string (may hold ``|`` and ``^``) or a mapping."""
 
 

@@ -108,8 +108,9 @@ def noun_phrase(colour: int, shape: int, size: int = UNSET) -> str:
 
 
 def background_phrase(colour: int) -> str:
-    """'on a blue background'."""
-    return f"on a {COLOUR_NAMES[colour]} background"
+    """'on a blue background', 'on an orange background'."""
+    name = COLOUR_NAMES[colour]
+    return f"on {'an' if name[0] in 'aeiou' else 'a'} {name} background"
 
 
 def describe(
@@ -145,7 +146,7 @@ class Attributes:
 
     def to(self, device: torch.device | str) -> Attributes:
         """A copy with every tensor on ``device``."""
-        return Attributes(**{k: v.to(device) for k, v in vars(self).items()})
+        return Attributes(**{k: v.to(device, non_blocking=True) for k, v in vars(self).items()})
 
     def records(self) -> list[dict]:
         """Plain-Python description of every image (for people and tests)."""
@@ -185,13 +186,13 @@ class Claims:
 
     @staticmethod
     def stack(rows: list[tuple[list[list[int]], int]]) -> Claims:
-        obj = torch.full((len(rows), 2, 4), UNSET, dtype=torch.long)
-        bg = torch.full((len(rows),), UNSET, dtype=torch.long)
-        for i, (objs, b) in enumerate(rows):
-            for k, o in enumerate(objs):
-                obj[i, k] = torch.tensor(o)
-            bg[i] = b
-        return Claims(obj, bg)
+        none = [UNSET] * 4
+        obj = [[*objs, *[none] * (2 - len(objs))] for objs, _ in rows]
+        bg = [b for _, b in rows]
+        return Claims(
+            torch.tensor(obj, dtype=torch.long).reshape(len(rows), 2, 4),
+            torch.tensor(bg, dtype=torch.long),
+        )
 
 
 def match_matrix(attrs: Attributes, claims: Claims) -> torch.Tensor:
@@ -202,14 +203,14 @@ def match_matrix(attrs: Attributes, claims: Claims) -> torch.Tensor:
     """
     img = torch.stack([attrs.colour, attrs.shape, attrs.size, attrs.pos], dim=-1)  # [B,2,4]
     present = attrs.colour != UNSET  # [B,2]
-    cl = claims.obj.to(img.device)  # [N,2,4]
-    present = present.to(img.device)
+    cl = claims.obj.to(img.device, non_blocking=True)  # [N,2,4]
+    present = present.to(img.device, non_blocking=True)
     # [B, 1, 1, 2, 4] vs [1, N, 2, 1, 4] -> per (image, claim, claimed obj, image obj, attr)
     ok = (cl[None, :, :, None, :] == UNSET) | (cl[None, :, :, None, :] == img[:, None, None])
     obj_ok = ok.all(-1) & present[:, None, None, :]  # [B,N,2claims,2objs]
     claimed = (cl != UNSET).any(-1)  # [N,2]
     claim_ok = obj_ok.any(-1) | ~claimed[None]  # [B,N,2]
-    bg = claims.bg.to(img.device)
+    bg = claims.bg.to(img.device, non_blocking=True)
     bg_ok = (bg[None] == UNSET) | (bg[None] == attrs.bg_colour[:, None])
     return claim_ok.all(-1) & bg_ok
 
@@ -299,14 +300,13 @@ def sample_attributes(
 # --------------------------------------------------------------------------- captions
 
 
-def _object_claim(
-    attrs: Attributes, i: int, k: int, u: list[float], pos_on: bool
-) -> tuple[list[int], str]:
-    """Pick which attributes of object ``k`` of image ``i`` the caption names."""
-    c, s = int(attrs.colour[i, k]), int(attrs.shape[i, k])
-    z, p = int(attrs.size[i, k]), int(attrs.pos[i, k])
-    name_colour = u[0] > 0.08
-    name_shape = u[1] > 0.08 or not name_colour
+def _object_claim(obj: list[int], u: list[float], pos_on: bool) -> tuple[list[int], str]:
+    """Pick which attributes of ``obj`` (colour, shape, size, position) the caption names."""
+    c, s, z, p = obj
+    # Some captions leave out the colour ("a circle") or the shape ("a red shape"): the
+    # words must carry their meaning alone, not as a colour-shape pair.
+    name_colour = u[0] > 0.15
+    name_shape = u[1] > 0.15 or not (name_colour or pos_on)
     name_size = u[2] < 0.3
     claim = [
         c if name_colour else UNSET,
@@ -331,19 +331,22 @@ def make_captions(attrs: Attributes, g: torch.Generator) -> tuple[list[str], Cla
     """Caption every image from templates, naming a random subset of what it shows."""
     n = len(attrs)
     u = torch.rand(n, 16, generator=g).tolist()
+    # Plain lists: indexing tensors element by element would cost more than the GPU step.
+    objects = torch.stack([attrs.colour, attrs.shape, attrs.size, attrs.pos], -1).tolist()
+    bgs = attrs.bg_colour.tolist()
     captions, rows = [], []
     for i in range(n):
         ui = u[i]
-        two = int(attrs.colour[i, 1]) != UNSET
+        two = objects[i][1][0] != UNSET
         pos_on = ui[0] < (0.5 if two else 0.55)
         claims, phrases = [], []
-        claim, phrase = _object_claim(attrs, i, 0, ui[1:5], pos_on)
+        claim, phrase = _object_claim(objects[i][0], ui[1:5], pos_on)
         claims.append(claim)
         phrases.append(phrase)
         # Sometimes a two-object image is described by one object only (partial captions
         # are still true, and match what prompts look like).
         if two and ui[5] > 0.15:
-            claim, phrase = _object_claim(attrs, i, 1, ui[6:10], pos_on)
+            claim, phrase = _object_claim(objects[i][1], ui[6:10], pos_on)
             claims.append(claim)
             phrases.append(phrase)
             if ui[10] < 0.5:  # order of mention must not matter
@@ -352,7 +355,7 @@ def make_captions(attrs: Attributes, g: torch.Generator) -> tuple[list[str], Cla
         text = " and ".join(phrases)
         bg = UNSET
         if ui[11] < 0.45:
-            bg = int(attrs.bg_colour[i])
+            bg = bgs[i]
             text = f"{text} {background_phrase(bg)}"
         if ui[12] < 0.2:
             text = f"{_PREFIXES[int(ui[13] * len(_PREFIXES))]} {text}"
@@ -364,8 +367,14 @@ def make_captions(attrs: Attributes, g: torch.Generator) -> tuple[list[str], Cla
 # --------------------------------------------------------------------------- rendering
 
 
+_RGB_CACHE: dict[torch.device, torch.Tensor] = {}
+
+
 def _rgb_table(device: torch.device) -> torch.Tensor:
-    return torch.tensor(list(COLOURS.values()), device=device)
+    # Cached: building it on a GPU each batch would stall the stream (a synced copy).
+    if device not in _RGB_CACHE:
+        _RGB_CACHE[device] = torch.tensor(list(COLOURS.values()), device=device)
+    return _RGB_CACHE[device]
 
 
 def _shape_sdf(
@@ -431,8 +440,8 @@ def render(
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")  # [H, W], y down
 
     # Background: a named colour, modulated by a texture that keeps its hue.
-    base = rgb[attrs.bg_colour.to(device)][:, :, None, None]  # [B,3,1,1]
-    tex = attrs.bg_texture.to(device)[:, None, None]
+    base = rgb[attrs.bg_colour.to(device, non_blocking=True)][:, :, None, None]  # [B,3,1,1]
+    tex = attrs.bg_texture.to(device, non_blocking=True)[:, None, None]
     noise_lo = F.interpolate(
         torch.randn(n, 1, 6, 6, generator=g, device=device),
         size=(size, size),
@@ -454,8 +463,11 @@ def render(
     # Modulation is multiplicative (keeps the hue); a little additive part shows on black.
     img = base * mod[:, None] + 0.04 * (mod[:, None] - 1.0)
 
-    cx, cy = attrs.cx.to(device), attrs.cy.to(device)
-    rad, angle = attrs.radius.to(device), attrs.angle.to(device)
+    cx, cy = attrs.cx.to(device, non_blocking=True), attrs.cy.to(device, non_blocking=True)
+    rad, angle = (
+        attrs.radius.to(device, non_blocking=True),
+        attrs.angle.to(device, non_blocking=True),
+    )
     stripe_dir = torch.rand(n, 2, generator=g, device=device) < 0.5
     for k in range(2):
         present = attrs.colour[:, k] != UNSET
@@ -470,13 +482,13 @@ def render(
         d = torch.ones_like(lx)
         shape_k = attrs.shape[:, k]
         for s in range(len(SHAPES)):
-            sel = torch.nonzero(shape_k == s).flatten().to(device)
+            sel = torch.nonzero(shape_k == s).flatten().to(device, non_blocking=True)
             if sel.numel():
                 d[sel] = _shape_sdf(s, lx[sel], ly[sel], stripe_dir[sel, k, None, None])
         # Anti-aliased coverage: one pixel of soft edge.
         mask = (0.5 - d * r * size).clamp(0.0, 1.0)
-        mask = mask * present.to(device)[:, None, None]
-        colour = rgb[attrs.colour[:, k].clamp(min=0).to(device)]
+        mask = mask * present.to(device, non_blocking=True)[:, None, None]
+        colour = rgb[attrs.colour[:, k].clamp(min=0).to(device, non_blocking=True)]
         colour = colour + 0.04 * (torch.rand(n, 3, generator=g, device=device) * 2 - 1)
         img = img * (1 - mask[:, None]) + colour[:, :, None, None] * mask[:, None]
     return img.clamp(0.0, 1.0)
@@ -509,7 +521,7 @@ def augment(
     which = (u[:, 0] * len(grids)).long().clamp(max=len(grids) - 1)
     pix = u[:, 1] < pixelate_prob
     for j, grid in enumerate(grids):
-        sel = torch.nonzero(pix & (which == j)).flatten().to(device)
+        sel = torch.nonzero(pix & (which == j)).flatten().to(device, non_blocking=True)
         if sel.numel() == 0:
             continue
         small = F.interpolate(out[sel], size=(grid, grid), mode="area")
@@ -524,7 +536,7 @@ def augment(
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = sx, tx
     theta[:, 1, 1], theta[:, 1, 2] = sy, ty
-    grid = F.affine_grid(theta.to(device), [n, 3, h, w], align_corners=False)
+    grid = F.affine_grid(theta.to(device, non_blocking=True), [n, 3, h, w], align_corners=False)
     out = F.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
     gd = torch.Generator(device=device)
     gd.manual_seed(seed)
@@ -558,7 +570,11 @@ def sample_batch(
     augment_images: bool = False,
 ) -> Batch:
     """A batch of captioned images, fully determined by ``seed`` (an int, or a CPU
-    generator whose state advances)."""
+    generator whose state advances).
+
+    Host-to-device copies are ``non_blocking`` so that drawing the next batch overlaps
+    the GPU's work on the previous step instead of waiting for it.
+    """
     if isinstance(seed, torch.Generator):
         g = seed
     else:

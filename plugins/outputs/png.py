@@ -56,7 +56,7 @@ class PngOutput(Output):
         assert self._writer is not None
         self._writer.submit(step, image)
 
-    def on_finish(self, ctx: RunContext, image: torch.Tensor) -> None:
+    def on_finish(self, ctx: RunContext, image: torch.Tensor | None) -> None:
         if self._writer is not None:
             self._writer.close()
 
