@@ -54,22 +54,39 @@ def write_weights(folder: Path, device: torch.device) -> dict[str, Path]:
 
     from pixgen.models.vqgan import build_vqgan, parse_config
 
-    model_yaml = {"model": {"base_learning_rate": 4.5e-6,
-                            "target": "taming.models.vqgan.VQModel",
-                            "params": {**reference.F16_16384_EMBED,
-                                       "ddconfig": reference.F16_16384_DDCONFIG,
-                                       "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"}}}}
+    model_yaml = {
+        "model": {
+            "base_learning_rate": 4.5e-6,
+            "target": "taming.models.vqgan.VQModel",
+            "params": {
+                **reference.F16_16384_EMBED,
+                "ddconfig": reference.F16_16384_DDCONFIG,
+                "lossconfig": {
+                    "target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"
+                },
+            },
+        }
+    }
     (folder / "model.yaml").write_text(yaml.safe_dump(model_yaml))
     torch.manual_seed(0)
     vqgan = build_vqgan(parse_config(model_yaml))
     for p in vqgan.parameters():  # taming-like scale so activations stay sane
         p.data.mul_(1.0)
-    save_file({k: v.contiguous() for k, v in vqgan.state_dict().items()}, str(folder / "vqgan.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in vqgan.state_dict().items()},
+        str(folder / "vqgan.safetensors"),
+    )
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(folder / "vitb32.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in clip.state_dict().items()},
+        str(folder / "vitb32.safetensors"),
+    )
     del vqgan, clip
-    return {"config": folder / "model.yaml", "checkpoint": folder / "vqgan.safetensors",
-            "clip": folder / "vitb32.safetensors"}
+    return {
+        "config": folder / "model.yaml",
+        "checkpoint": folder / "vqgan.safetensors",
+        "clip": folder / "vitb32.safetensors",
+    }
 
 
 def time_steps(step: Callable[[], Any], device: torch.device, warmup: int, steps: int) -> float:
@@ -83,8 +100,9 @@ def time_steps(step: Callable[[], Any], device: torch.device, warmup: int, steps
     return steps / (time.perf_counter() - start)
 
 
-def reference_vqgan(files: dict[str, Path], size: int, device: torch.device, precision: str,
-                    cutouts: int) -> reference.ReferenceStep:
+def reference_vqgan(
+    files: dict[str, Path], size: int, device: torch.device, precision: str, cutouts: int
+) -> reference.ReferenceStep:
     import open_clip
     from safetensors.torch import load_file
 
@@ -92,7 +110,9 @@ def reference_vqgan(files: dict[str, Path], size: int, device: torch.device, pre
 
     vqgan = build_vqgan(read_config(files["config"]), encoder=False)
     state = load_file(str(files["checkpoint"]))
-    vqgan.load_state_dict({k: v for k, v in state.items() if not k.startswith(("encoder.", "quant_conv."))})
+    vqgan.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith(("encoder.", "quant_conv."))}
+    )
     vqgan = vqgan.to(device)
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
     clip.load_state_dict(load_file(str(files["clip"])))
@@ -105,8 +125,16 @@ def reference_vqgan(files: dict[str, Path], size: int, device: torch.device, pre
     side = size // 16
     z = codebook[torch.randint(codebook.shape[0], (side * side,), device=device)]
     z = z.view(1, side, side, -1).permute(0, 3, 1, 2).contiguous()
-    return reference.ReferenceStep(vqgan.decoder, vqgan.post_quant_conv, codebook, clip, text, z,
-                                   cutn=cutouts, precision=precision)
+    return reference.ReferenceStep(
+        vqgan.decoder,
+        vqgan.post_quant_conv,
+        codebook,
+        clip,
+        text,
+        z,
+        cutn=cutouts,
+        precision=precision,
+    )
 
 
 class _Timer:
@@ -125,37 +153,57 @@ class _Timer:
             self.end = time.perf_counter()
 
 
-def engine_its(recipe: dict[str, Any], device: torch.device, warmup: int, steps: int,
-               out_dir: Path) -> tuple[float, dict[str, Any]]:
+def engine_its(
+    recipe: dict[str, Any], device: torch.device, warmup: int, steps: int, out_dir: Path
+) -> tuple[float, dict[str, Any]]:
     import pixgen
     from pixgen.hookspecs import hookimpl
 
     hookimpl(_Timer.run_step)
     timer = _Timer(device, warmup, steps)
     started = time.perf_counter()
-    result = pixgen.run(dict(recipe, steps=warmup + steps), plugins=[timer], quiet=True,
-                        output=out_dir)
+    result = pixgen.run(
+        dict(recipe, steps=warmup + steps), plugins=[timer], quiet=True, output=out_dir
+    )
     total = time.perf_counter() - started
     its = steps / (timer.end - timer.start)
     return its, {"notices": result.info.get("notices", []), "wall_s": round(total, 1)}
 
 
-def vqgan_recipe(files: dict[str, Path], size: int, device: str, cutouts: int,
-                 compile_mode: str | None) -> dict[str, Any]:
+def vqgan_recipe(
+    files: dict[str, Path], size: int, device: str, cutouts: int, compile_mode: str | None
+) -> dict[str, Any]:
     return {
-        "name": f"bench-vqgan-{size}", "seed": 1, "size": [size, size], "device": device,
-        "generator": {"use": "vqgan", "config": str(files["config"]),
-                      "checkpoint": str(files["checkpoint"]), "init": "random_codes"},
-        "losses": [{"use": "clip", "models": [f"ViT-B-32:{files['clip']}"],
-                    "prompts": ["a lighthouse in a storm"], "cutouts": cutouts, "augment": []}],
+        "name": f"bench-vqgan-{size}",
+        "seed": 1,
+        "size": [size, size],
+        "device": device,
+        "generator": {
+            "use": "vqgan",
+            "config": str(files["config"]),
+            "checkpoint": str(files["checkpoint"]),
+            "init": "random_codes",
+        },
+        "losses": [
+            {
+                "use": "clip",
+                "models": [f"ViT-B-32:{files['clip']}"],
+                "prompts": ["a lighthouse in a storm"],
+                "cutouts": cutouts,
+                "augment": [],
+            }
+        ],
         "optimizer": {"name": "adam", "lr": 0.1},
-        "speed": {"compile": "off" if compile_mode is None else "on",
-                  **({"mode": compile_mode} if compile_mode else {})},
+        "speed": {
+            "compile": "off" if compile_mode is None else "on",
+            **({"mode": compile_mode} if compile_mode else {}),
+        },
     }
 
 
-def pixel_recipe(files: dict[str, Path], size: int, device: str, cutouts: int,
-                 compile_mode: str | None) -> dict[str, Any]:
+def pixel_recipe(
+    files: dict[str, Path], size: int, device: str, cutouts: int, compile_mode: str | None
+) -> dict[str, Any]:
     recipe = vqgan_recipe(files, size, device, cutouts, compile_mode)
     recipe["name"] = f"bench-pixel-{size}"
     recipe["generator"] = {"use": "pixel"}
@@ -179,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile-warmup", type=int, default=15)
-    parser.add_argument("--modes", default="eager,reduce-overhead",
-                        help="engine variants: eager, default, reduce-overhead")
+    parser.add_argument(
+        "--modes",
+        default="eager,reduce-overhead",
+        help="engine variants: eager, default, reduce-overhead",
+    )
     parser.add_argument("--pixel", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -188,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",") if device.type == "cuda" else ["eager"]
     rows: list[dict[str, Any]] = []
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "cutouts": args.cutouts, "steps": args.steps}
+    info = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cutouts": args.cutouts,
+        "steps": args.steps,
+    }
     print(json.dumps(info), flush=True)
 
     def emit(row: dict[str, Any]) -> None:
@@ -216,37 +271,49 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 row = {"case": f"vqgan {size}", "impl": f"pixgen {mode}"}
                 warm = args.warmup if mode == "eager" else args.compile_warmup
-                recipe = vqgan_recipe(files, size, args.device, args.cutouts,
-                                      None if mode == "eager" else mode)
+                recipe = vqgan_recipe(
+                    files, size, args.device, args.cutouts, None if mode == "eager" else mode
+                )
                 with peak_memory(device, row):
-                    its, extra = engine_its(recipe, device, warm, args.steps,
-                                            folder / f"run-{size}-{mode}")
-                row.update(its=its, tflop_per_step=flops / 1e12,
-                           achieved_tflops=flops * its / 1e12, **extra)
+                    its, extra = engine_its(
+                        recipe, device, warm, args.steps, folder / f"run-{size}-{mode}"
+                    )
+                row.update(
+                    its=its,
+                    tflop_per_step=flops / 1e12,
+                    achieved_tflops=flops * its / 1e12,
+                    **extra,
+                )
                 emit(row)
         if args.pixel:
             size = max(sizes)
             for mode in modes:
                 row = {"case": f"pixel {size}", "impl": f"pixgen {mode}"}
                 warm = args.warmup if mode == "eager" else args.compile_warmup
-                recipe = pixel_recipe(files, size, args.device, args.cutouts,
-                                      None if mode == "eager" else mode)
+                recipe = pixel_recipe(
+                    files, size, args.device, args.cutouts, None if mode == "eager" else mode
+                )
                 with peak_memory(device, row):
-                    its, extra = engine_its(recipe, device, warm, args.steps,
-                                            folder / f"run-pixel-{mode}")
+                    its, extra = engine_its(
+                        recipe, device, warm, args.steps, folder / f"run-pixel-{mode}"
+                    )
                 row.update(its=its, **extra)
                 emit(row)
 
     print()
-    print(f"{'case':<12} {'implementation':<26} {'it/s':>8} {'x ref fp32':>10} "
-          f"{'peak GiB':>9} {'TFLOP/s':>8}")
+    print(
+        f"{'case':<12} {'implementation':<26} {'it/s':>8} {'x ref fp32':>10} "
+        f"{'peak GiB':>9} {'TFLOP/s':>8}"
+    )
     base: dict[str, float] = {}
     for row in rows:
         if row["impl"] == "reference fp32":
             base[row["case"]] = row["its"]
         ratio = row["its"] / base[row["case"]] if row["case"] in base else float("nan")
-        print(f"{row['case']:<12} {row['impl']:<26} {row['its']:>8.2f} {ratio:>10.2f} "
-              f"{row.get('peak_gib', float('nan')):>9.2f} {row.get('achieved_tflops', float('nan')):>8.1f}")
+        print(
+            f"{row['case']:<12} {row['impl']:<26} {row['its']:>8.2f} {ratio:>10.2f} "
+            f"{row.get('peak_gib', float('nan')):>9.2f} {row.get('achieved_tflops', float('nan')):>8.1f}"
+        )
     return 0
 
 

@@ -20,9 +20,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # taming's vqgan_imagenet_f16_16384 model.yaml (ddconfig), as published.
 F16_16384_DDCONFIG: dict[str, Any] = {
-    "double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3,
-    "out_ch": 3, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2,
-    "attn_resolutions": [16], "dropout": 0.0,
+    "double_z": False,
+    "z_channels": 256,
+    "resolution": 256,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 128,
+    "ch_mult": [1, 1, 2, 2, 4],
+    "num_res_blocks": 2,
+    "attn_resolutions": [16],
+    "dropout": 0.0,
 }
 F16_16384_EMBED = {"n_embed": 16384, "embed_dim": 256}
 
@@ -80,8 +87,10 @@ class MakeCutouts(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         side_y, side_x = image.shape[2:4]
         boxes = self.boxes or self.sample_boxes(side_x, side_y)
-        cutouts = [F.adaptive_avg_pool2d(image[:, :, y : y + s, x : x + s], self.cut_size)
-                   for x, y, s in boxes]
+        cutouts = [
+            F.adaptive_avg_pool2d(image[:, :, y : y + s, x : x + s], self.cut_size)
+            for x, y, s in boxes
+        ]
         return ClampWithGrad.apply(torch.cat(cutouts, dim=0), 0, 1)
 
 
@@ -94,10 +103,21 @@ def spherical_distance(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> 
 class ReferenceStep:
     """One canonical VQGAN+CLIP optimisation step (``step()``), fp32 or bf16 autocast."""
 
-    def __init__(self, decoder: nn.Module, post_quant_conv: nn.Module, codebook: torch.Tensor,
-                 clip_model: nn.Module, text_embed: torch.Tensor, z: torch.Tensor, *,
-                 cut_size: int = 224, cutn: int = 32, cut_pow: float = 1.0, lr: float = 0.1,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        decoder: nn.Module,
+        post_quant_conv: nn.Module,
+        codebook: torch.Tensor,
+        clip_model: nn.Module,
+        text_embed: torch.Tensor,
+        z: torch.Tensor,
+        *,
+        cut_size: int = 224,
+        cutn: int = 32,
+        cut_pow: float = 1.0,
+        lr: float = 0.1,
+        precision: str = "fp32",
+    ):
         self.decoder, self.post_quant_conv = decoder, post_quant_conv
         self.codebook = codebook
         self.clip_model = clip_model

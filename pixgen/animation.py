@@ -32,20 +32,27 @@ class AnimationConfig(BaseModel):
     )
 
 
-def transform_image(image: torch.Tensor, zoom: float, degrees: float, dx: float,
-                    dy: float) -> torch.Tensor:
+def transform_image(
+    image: torch.Tensor, zoom: float, degrees: float, dx: float, dy: float
+) -> torch.Tensor:
     """Zoom about the centre, rotate, then shift ``image`` ([B,3,H,W]); edges reflect."""
     _, _, h, w = image.shape
     angle = math.radians(degrees)
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     # affine_grid maps output to input coordinates in [-1, 1]; account for the aspect.
-    theta = torch.tensor(
-        [[cos, -sin * h / w, -2 * dx / w], [sin * w / h, cos, -2 * dy / h]],
-        dtype=torch.float32, device=image.device,
-    ).unsqueeze(0).expand(image.shape[0], 2, 3)
+    theta = (
+        torch.tensor(
+            [[cos, -sin * h / w, -2 * dx / w], [sin * w / h, cos, -2 * dy / h]],
+            dtype=torch.float32,
+            device=image.device,
+        )
+        .unsqueeze(0)
+        .expand(image.shape[0], 2, 3)
+    )
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+    return F.grid_sample(
+        image.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 class Animator:
@@ -65,5 +72,6 @@ class Animator:
 
     def apply(self, image: torch.Tensor, step: int) -> torch.Tensor:
         self.transforms += 1
-        return transform_image(image, self.zoom(step), self.rotate(step), self.dx(step),
-                               self.dy(step))
+        return transform_image(
+            image, self.zoom(step), self.rotate(step), self.dx(step), self.dy(step)
+        )

@@ -30,8 +30,11 @@ def _named_validator(metadata: Any) -> str | None:
     from pixgen.plugin import _resolve_input_file
     from pixgen.steps import _check_schedule, _check_step_value
 
-    names = {_check_step_value: "step", _check_schedule: "number | schedule",
-             _resolve_input_file: "path"}
+    names = {
+        _check_step_value: "step",
+        _check_schedule: "number | schedule",
+        _resolve_input_file: "path",
+    }
     for item in metadata or ():
         func = getattr(item, "func", None)
         if func in names:
@@ -65,8 +68,14 @@ def type_text(annotation: Any, metadata: Any = ()) -> str:
     if isinstance(annotation, type):
         if issubclass(annotation, BaseModel):
             return "mapping"
-        return {"str": "text", "int": "integer", "float": "number", "bool": "true | false",
-                "Path": "path", "PosixPath": "path"}.get(annotation.__name__, annotation.__name__)
+        return {
+            "str": "text",
+            "int": "integer",
+            "float": "number",
+            "bool": "true | false",
+            "Path": "path",
+            "PosixPath": "path",
+        }.get(annotation.__name__, annotation.__name__)
     return str(annotation).replace("typing.", "")
 
 
@@ -120,8 +129,11 @@ def render() -> str:
             doc = (info.cls.__doc__ or "").strip()
             out += [f"### `{name}`", "", doc, ""]
             if kind == "loss":
-                out += ["Every loss also takes `weight` (number or schedule, default 1.0) and "
-                        "`label` (name in the loss history).", ""]
+                out += [
+                    "Every loss also takes `weight` (number or schedule, default 1.0) and "
+                    "`label` (name in the loss history).",
+                    "",
+                ]
             out += [*_table(info.cls.Options), ""]
     return "\n".join(out).rstrip() + "\n"
 

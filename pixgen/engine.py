@@ -78,19 +78,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def _make_adam(params: Any, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
     fused = device.type == "cuda"
-    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-                            fused=fused or None)
+    return torch.optim.Adam(
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused or None
+    )
 
 
 def _make_adamw(params: Any, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
     fused = device.type == "cuda"
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-                             fused=fused or None)
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused or None
+    )
 
 
 def _make_sgd(params: Any, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 OPTIMIZERS: dict[str, Callable[[Any, OptimizerConfig, torch.device], torch.optim.Optimizer]] = {
@@ -156,8 +157,9 @@ def _slug(name: str) -> str:
     return slug[:60] or "run"
 
 
-def make_run_dir(name: str, output: str | os.PathLike[str] | None,
-                 root: str | os.PathLike[str] = "outputs") -> Path:
+def make_run_dir(
+    name: str, output: str | os.PathLike[str] | None, root: str | os.PathLike[str] = "outputs"
+) -> Path:
     """A new, empty folder for the run; never reuses a folder that has files in it."""
     if output is not None:
         path = Path(output)
@@ -173,7 +175,9 @@ def make_run_dir(name: str, output: str | os.PathLike[str] | None,
         try:
             path.mkdir(parents=True)
         except OSError as exc:
-            raise PixgenError(f"cannot create the run folder {path}: {exc.strerror or exc}") from exc
+            raise PixgenError(
+                f"cannot create the run folder {path}: {exc.strerror or exc}"
+            ) from exc
         return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{_slug(name)}-{stamp}"
@@ -185,7 +189,9 @@ def make_run_dir(name: str, output: str | os.PathLike[str] | None,
         except FileExistsError:
             continue
         except OSError as exc:
-            raise PixgenError(f"cannot create the run folder {path}: {exc.strerror or exc}") from exc
+            raise PixgenError(
+                f"cannot create the run folder {path}: {exc.strerror or exc}"
+            ) from exc
     raise PixgenError(f"cannot find a free run folder name under {root}")
 
 
@@ -206,8 +212,14 @@ def _blame(plugin: Plugin | type[Plugin], info: PluginInfo | None, what: str) ->
         cls = plugin if isinstance(plugin, type) else type(plugin)
         name = getattr(cls, "name", cls.__name__)
         kind = getattr(cls, "kind", "plugin")
-        where = info.file if info and info.file else (sys.modules.get(cls.__module__) and
-                                                      getattr(sys.modules[cls.__module__], "__file__", None))
+        where = (
+            info.file
+            if info and info.file
+            else (
+                sys.modules.get(cls.__module__)
+                and getattr(sys.modules[cls.__module__], "__file__", None)
+            )
+        )
         source = f" ({where})" if where else ""
         raise PluginRunError(
             f"{kind} plugin {name!r}{source} failed in {what}: {type(exc).__name__}: {exc}"
@@ -242,8 +254,10 @@ class _History:
         if not self._pending:
             return
         width = max(v.numel() for v in self._pending)
-        padded = [torch.nn.functional.pad(v.float(), (0, width - v.numel()), value=math.nan)
-                  for v in self._pending]
+        padded = [
+            torch.nn.functional.pad(v.float(), (0, width - v.numel()), value=math.nan)
+            for v in self._pending
+        ]
         host = torch.stack(padded).cpu().tolist()
         self.rows.extend(host)
         self._pending.clear()
@@ -257,8 +271,10 @@ class _History:
 
     def as_dict(self) -> dict[str, Any]:
         self.sync()
+
         def col(i: int) -> list[float | None]:
             return [None if i >= len(r) or math.isnan(r[i]) else r[i] for r in self.rows]
+
         return {
             "step": list(range(len(self.rows))),
             "total": col(0),
@@ -291,8 +307,13 @@ class Engine:
         seed = recipe.seed if recipe.seed is not None else secrets.randbits(31)
         self.recipe = recipe.model_copy(update={"seed": seed})
         self.ctx = RunContext(
-            recipe=self.recipe, device=self.device, precision=self.precision, seed=seed,
-            run_dir=None, recipe_dir=recipe.base_dir, offline=offline,
+            recipe=self.recipe,
+            device=self.device,
+            precision=self.precision,
+            seed=seed,
+            run_dir=None,
+            recipe_dir=recipe.base_dir,
+            offline=offline,
             notice_sink=None if quiet else self._print_notice,
         )
         self._output_arg = output
@@ -355,8 +376,11 @@ class Engine:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.recipe.optimizer
         groups = self.generator.parameter_groups()
-        params = groups if groups is not None else [p for p in self.generator.parameters()
-                                                     if p.requires_grad]
+        params = (
+            groups
+            if groups is not None
+            else [p for p in self.generator.parameters() if p.requires_grad]
+        )
         if not params:
             raise PluginRunError(
                 f"generator {self.recipe.generator.use!r} has no trainable parameters"
@@ -381,11 +405,13 @@ class Engine:
     def _animate(self, step: int) -> None:
         """Transform the current image and restart the generator from it."""
         assert self.animator is not None
-        with torch.no_grad():
-            with _blame(self.generator, self._generator_info, f"animation at step {step}"):
-                current = self.generator().float()
-                moved = self.animator.apply(current, step)
-                self.generator.init_from_image(moved)
+        with (
+            torch.no_grad(),
+            _blame(self.generator, self._generator_info, f"animation at step {step}"),
+        ):
+            current = self.generator().float()
+            moved = self.animator.apply(current, step)
+            self.generator.init_from_image(moved)
         if self.animator.config.reset_optimizer:
             self.optimizer.state.clear()
 
@@ -534,8 +560,14 @@ class Engine:
     def _row_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         return {c: row[i] for i, c in enumerate(self.history.columns) if i < row.numel()}
 
-    def _finish(self, run_dir: Path | None, steps_done: int, started: float, wall: float,
-                error: BaseException | None) -> RunResult:
+    def _finish(
+        self,
+        run_dir: Path | None,
+        steps_done: int,
+        started: float,
+        wall: float,
+        error: BaseException | None,
+    ) -> RunResult:
         ctx = self.ctx
         ctx.begin_step(steps_done if ctx.status != "completed" else self.recipe.steps)
         final_tensor: torch.Tensor | None = None
@@ -559,30 +591,55 @@ class Engine:
             except BaseException as exc:
                 error = error or exc
                 summaries[label] = {"error": str(exc)}
-        image = tensor_to_pil(final_tensor) if final_tensor is not None else Image.new(
-            "RGB", self.recipe.size)
+        image = (
+            tensor_to_pil(final_tensor)
+            if final_tensor is not None
+            else Image.new("RGB", self.recipe.size)
+        )
         history = self.history.as_dict()
         info = self._run_info(steps_done, started, wall, error, summaries, history)
         if run_dir is not None:
             if final_tensor is not None:
-                save_png(run_dir / "final.png", image, {
-                    "pixgen:recipe": self.recipe.to_yaml(),
-                    "pixgen:seed": str(ctx.seed),
-                    "pixgen:version": pixgen.__version__,
-                    "Software": f"pixgen {pixgen.__version__}",
-                })
+                save_png(
+                    run_dir / "final.png",
+                    image,
+                    {
+                        "pixgen:recipe": self.recipe.to_yaml(),
+                        "pixgen:seed": str(ctx.seed),
+                        "pixgen:version": pixgen.__version__,
+                        "Software": f"pixgen {pixgen.__version__}",
+                    },
+                )
             atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
-        result = RunResult(image=image, run_dir=run_dir, history=history, status=ctx.status,
-                           steps_done=steps_done, seed=ctx.seed, recipe=self.recipe,
-                           error=info.get("error"), info=info)
+        result = RunResult(
+            image=image,
+            run_dir=run_dir,
+            history=history,
+            status=ctx.status,
+            steps_done=steps_done,
+            seed=ctx.seed,
+            recipe=self.recipe,
+            error=info.get("error"),
+            info=info,
+        )
         with contextlib.suppress(Exception):
             self.plugins.hook.run_finished(ctx=ctx, result=result)
         return result
 
-    def _run_info(self, steps_done: int, started: float, wall: float, error: BaseException | None,
-                  summaries: dict[str, Any], history: dict[str, Any]) -> dict[str, Any]:
-        device_name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                       else platform.processor() or platform.machine())
+    def _run_info(
+        self,
+        steps_done: int,
+        started: float,
+        wall: float,
+        error: BaseException | None,
+        summaries: dict[str, Any],
+        history: dict[str, Any],
+    ) -> dict[str, Any]:
+        device_name = (
+            torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else platform.processor() or platform.machine()
+        )
         return {
             "pixgen_version": pixgen.__version__,
             "torch_version": torch.__version__,
@@ -590,7 +647,10 @@ class Engine:
             "recipe": self.recipe.name,
             "status": self.ctx.status,
             "interrupted": self.ctx.status == "interrupted",
-            "error": None if error is None else str(error) if isinstance(error, PixgenError)
+            "error": None
+            if error is None
+            else str(error)
+            if isinstance(error, PixgenError)
             else f"{type(error).__name__}: {error}",
             "device": str(self.device),
             "device_name": device_name,
@@ -663,6 +723,13 @@ def run(
                 merged[".".join(path)] = value
         merged.update(overrides)
         loaded, plugin_set = load_recipe(recipe, merged, extra_plugins=plugins)
-    engine = Engine(loaded, plugin_set, output=output, outputs_root=outputs_root, quiet=quiet,
-                    offline=offline, write_files=write_files)
+    engine = Engine(
+        loaded,
+        plugin_set,
+        output=output,
+        outputs_root=outputs_root,
+        quiet=quiet,
+        offline=offline,
+        write_files=write_files,
+    )
     return engine.run()

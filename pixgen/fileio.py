@@ -72,9 +72,7 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
 
 
-def load_image(
-    path: str | os.PathLike[str], size: tuple[int, int] | None = None
-) -> torch.Tensor:
+def load_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image file as ``[1, 3, H, W]`` in [0, 1]; ``size`` is (width, height)."""
     try:
         with Image.open(path) as img:

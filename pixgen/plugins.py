@@ -188,8 +188,9 @@ def _fill_registry(plugins: PluginSet) -> None:
         for impl in hook.get_hookimpls():
             source = plugins.sources.get(impl.plugin_name, f"object {impl.plugin_name}")
 
-            def register(cls: type, *, _kind: str = kind, _base: type = base,
-                         _source: str = source) -> None:
+            def register(
+                cls: type, *, _kind: str = kind, _base: type = base, _source: str = source
+            ) -> None:
                 if not (isinstance(cls, type) and issubclass(cls, _base)):
                     raise PluginLoadError(
                         f"{_source} registered {cls!r} as a {_kind}, but it is not a subclass"
@@ -197,9 +198,7 @@ def _fill_registry(plugins: PluginSet) -> None:
                     )
                 if not getattr(cls, "name", ""):
                     raise PluginLoadError(f"{_source}: {cls.__name__} has no 'name'")
-                plugins.registry.add(
-                    PluginInfo(cls.name, _kind, cls, _source, _class_file(cls))
-                )
+                plugins.registry.add(PluginInfo(cls.name, _kind, cls, _source, _class_file(cls)))
 
             others = [p for p in pm.get_plugins() if p is not impl.plugin]
             caller = pm.subset_hook_caller(hook_name, remove_plugins=others)

@@ -16,8 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class ProgressDisplay:
     """A rich progress bar on stderr; ``enabled=False`` makes every call a no-op."""
 
-    def __init__(self, total: int, *, enabled: bool = True, interval: float = 0.5,
-                 description: str = "painting"):
+    def __init__(
+        self,
+        total: int,
+        *,
+        enabled: bool = True,
+        interval: float = 0.5,
+        description: str = "painting",
+    ):
         self.enabled = enabled
         self.interval = interval
         self._last = 0.0
@@ -59,8 +65,12 @@ class ProgressDisplay:
         if self._progress is None:
             return
         text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-        self._progress.update(self._task, completed=step + 1, losses=text,
-                              rate=f"{self.rate:.1f} it/s" if self.rate else "")
+        self._progress.update(
+            self._task,
+            completed=step + 1,
+            losses=text,
+            rate=f"{self.rate:.1f} it/s" if self.rate else "",
+        )
 
     def close(self) -> None:
         if self._progress is not None:

@@ -52,8 +52,14 @@ class SourceText:
     origin: str  # file name or "<string>"
 
 
-def _walk_nodes(node: yaml.Node, path: Path_, lines: dict[Path_, int], budget: list[int],
-                stack: set[int], depth: int) -> None:
+def _walk_nodes(
+    node: yaml.Node,
+    path: Path_,
+    lines: dict[Path_, int],
+    budget: list[int],
+    stack: set[int],
+    depth: int,
+) -> None:
     budget[0] -= 1
     if budget[0] < 0:
         raise RecipeError(
@@ -121,12 +127,16 @@ def parse_yaml(text: str, origin: str = "<string>") -> SourceText:
     return SourceText(data, lines, origin)
 
 
-def read_recipe_source(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[SourceText, Path]:
+def read_recipe_source(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+) -> tuple[SourceText, Path]:
     """A path, a YAML string or a dict -> (parsed text, folder relative paths resolve in)."""
     if isinstance(source, Mapping):
         return SourceText(copy.deepcopy(dict(source)), {}, "<dict>"), Path.cwd()
-    text_source = isinstance(source, str) and ("\n" in source or ":" in source) and not (
-        Path(source).suffix.lower() in {".yaml", ".yml"} and "\n" not in source
+    text_source = (
+        isinstance(source, str)
+        and ("\n" in source or ":" in source)
+        and not (Path(source).suffix.lower() in {".yaml", ".yml"} and "\n" not in source)
     )
     if text_source:
         return parse_yaml(str(source), "<string>"), Path.cwd()
@@ -162,7 +172,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         )
     path, value_text = match.group(1).split("."), match.group(2)
     try:
-        value = parse_yaml(value_text, f"--set {match.group(1)}").data if value_text.strip() else None
+        value = (
+            parse_yaml(value_text, f"--set {match.group(1)}").data if value_text.strip() else None
+        )
     except RecipeError as exc:
         raise RecipeError(f"--set {text!r}: {exc.message}") from None
     return path, value
@@ -177,7 +189,9 @@ def apply_override(data: dict[str, Any], path: Sequence[str], value: Any) -> Non
         shown = f"{shown}.{key}" if shown else key
         if isinstance(target, list):
             if not key.lstrip("-").isdigit():
-                raise RecipeError(f"--set {shown}: {shown.rsplit('.', 1)[0]} is a list; use an index")
+                raise RecipeError(
+                    f"--set {shown}: {shown.rsplit('.', 1)[0]} is a list; use an index"
+                )
             index = int(key)
             if not -len(target) <= index < len(target):
                 raise RecipeError(
@@ -428,8 +442,9 @@ class _Problems:
         if len(self.items) > 12:
             parts.append(f"  … and {len(self.items) - 12} more")
         noun = "problem" if len(self.items) == 1 else "problems"
-        raise RecipeError(f"{self.source.origin}: invalid recipe ({len(self.items)} {noun}):\n"
-                          + "\n".join(parts))
+        raise RecipeError(
+            f"{self.source.origin}: invalid recipe ({len(self.items)} {noun}):\n" + "\n".join(parts)
+        )
 
 
 def _short(value: Any) -> str:
@@ -437,8 +452,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _pydantic_problems(problems: _Problems, exc: ValidationError, prefix: Path_,
-                       allowed: Iterable[str] = ()) -> None:
+def _pydantic_problems(
+    problems: _Problems, exc: ValidationError, prefix: Path_, allowed: Iterable[str] = ()
+) -> None:
     for err in exc.errors():
         loc: Path_ = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         kind = err["type"]
@@ -453,12 +469,23 @@ def _pydantic_problems(problems: _Problems, exc: ValidationError, prefix: Path_,
         else:
             msg = err["msg"]
             msg = msg.removeprefix("Value error, ")
-            got = f" (got {_short(err.get('input'))})" if "input" in err and kind != "value_error" else ""
+            got = (
+                f" (got {_short(err.get('input'))})"
+                if "input" in err and kind != "value_error"
+                else ""
+            )
             problems.add((*prefix, *loc), f"{msg}{got}")
 
 
-def _validate_entry(problems: _Problems, plugins: PluginSet, section: str, index: int | None,
-                    raw: Any, base_dir: Path, check_files: bool) -> PluginEntry | None:
+def _validate_entry(
+    problems: _Problems,
+    plugins: PluginSet,
+    section: str,
+    index: int | None,
+    raw: Any,
+    base_dir: Path,
+    check_files: bool,
+) -> PluginEntry | None:
     path: Path_ = (section,) if index is None else (section, index)
     kind = _KIND_OF[section]
     if isinstance(raw, str):
@@ -487,16 +514,22 @@ def _validate_entry(problems: _Problems, plugins: PluginSet, section: str, index
         return None
     if section == "losses":
         try:
-            return LossEntry(use=use, options=options, weight=raw.get("weight", 1.0),
-                             label=raw.get("label"))
+            return LossEntry(
+                use=use, options=options, weight=raw.get("weight", 1.0), label=raw.get("label")
+            )
         except ValidationError as exc:
             _pydantic_problems(problems, exc, path)
             return None
     return PluginEntry(use=use, options=options)
 
 
-def validate_recipe(source: SourceText, base_dir: Path, plugins: PluginSet,
-                    overridden: set[Path_] = frozenset(), check_files: bool = True) -> Recipe:  # type: ignore[assignment]
+def validate_recipe(
+    source: SourceText,
+    base_dir: Path,
+    plugins: PluginSet,
+    overridden: set[Path_] = frozenset(),
+    check_files: bool = True,
+) -> Recipe:  # type: ignore[assignment]
     """Check raw data against the core schema and every plugin's options."""
     problems = _Problems(source, set(overridden))
     data = source.data
@@ -518,24 +551,39 @@ def validate_recipe(source: SourceText, base_dir: Path, plugins: PluginSet,
         core = None
     generator = losses_out = outputs_out = None
     if isinstance(data.get("generator"), Mapping | str):
-        generator = _validate_entry(problems, plugins, "generator", None, data["generator"],
-                                    base_dir, check_files)
+        generator = _validate_entry(
+            problems, plugins, "generator", None, data["generator"], base_dir, check_files
+        )
     if isinstance(data.get("losses"), list):
-        losses_out = [_validate_entry(problems, plugins, "losses", i, raw, base_dir, check_files)
-                      for i, raw in enumerate(data["losses"])]
+        losses_out = [
+            _validate_entry(problems, plugins, "losses", i, raw, base_dir, check_files)
+            for i, raw in enumerate(data["losses"])
+        ]
     if isinstance(data.get("outputs"), list):
-        outputs_out = [_validate_entry(problems, plugins, "outputs", i, raw, base_dir, check_files)
-                       for i, raw in enumerate(data["outputs"])]
+        outputs_out = [
+            _validate_entry(problems, plugins, "outputs", i, raw, base_dir, check_files)
+            for i, raw in enumerate(data["outputs"])
+        ]
     problems.raise_if_any()
     assert core is not None and generator is not None and losses_out is not None
     steps = core.steps or QUALITY_STEPS.get(core.quality or "", 300)
     return Recipe(
-        name=core.name, seed=core.seed, size=core.size, steps=steps, device=core.device,
-        precision=core.precision, quality=core.quality, generator=generator,
+        name=core.name,
+        seed=core.seed,
+        size=core.size,
+        steps=steps,
+        device=core.device,
+        precision=core.precision,
+        quality=core.quality,
+        generator=generator,
         losses=[e for e in losses_out if isinstance(e, LossEntry)],
         optimizer=core.optimizer,
         outputs=[e for e in (outputs_out or []) if e is not None],
-        early_stop=core.early_stop, animation=core.animation, speed=core.speed, plugins=core.plugins, base_dir=base_dir,
+        early_stop=core.early_stop,
+        animation=core.animation,
+        speed=core.speed,
+        plugins=core.plugins,
+        base_dir=base_dir,
         origin=source.origin,
     )
 

@@ -71,7 +71,9 @@ def _check_schedule(value: Any) -> float | dict[int | str, float]:
                 raise ValueError(f"schedule value at {key!r} must be a number, got {val!r}")
             out[step] = float(val)
         return out
-    raise ValueError(f"expected a number or a schedule such as {{0: 1.0, '50%': 0.0}}, got {value!r}")
+    raise ValueError(
+        f"expected a number or a schedule such as {{0: 1.0, '50%': 0.0}}, got {value!r}"
+    )
 
 
 Schedule = Annotated[

@@ -22,8 +22,9 @@ def _dot_image(x: int, y: int, size: int = 33) -> torch.Tensor:
 
 def _centre_of_mass(image: torch.Tensor) -> tuple[float, float]:
     weights = image[0].mean(0)
-    ys, xs = torch.meshgrid(torch.arange(weights.shape[0]), torch.arange(weights.shape[1]),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(weights.shape[0]), torch.arange(weights.shape[1]), indexing="ij"
+    )
     total = weights.sum()
     return float((xs * weights).sum() / total), float((ys * weights).sum() / total)
 
@@ -47,10 +48,13 @@ def test_rotate_is_counter_clockwise() -> None:
 
 
 def test_zoom_animation_in_a_run(basic_recipe: dict, target_png: Path) -> None:
-    recipe = dict(basic_recipe, steps=21, generator={"use": "image", "param": "pixels",
-                                                     "init_image": str(target_png)},
-                  losses=[{"use": "smoothness", "weight": 1e-6}],
-                  animation={"every": 5, "zoom": 1.2})
+    recipe = dict(
+        basic_recipe,
+        steps=21,
+        generator={"use": "image", "param": "pixels", "init_image": str(target_png)},
+        losses=[{"use": "smoothness", "weight": 1e-6}],
+        animation={"every": 5, "zoom": 1.2},
+    )
     result = pixgen.run(recipe, optimizer={"name": "sgd", "lr": 1e-6})
     still = transform_image(pixgen.fileio.load_image(target_png), 1.2**4, 0, 0, 0)
     got = torch.from_numpy(np.asarray(result.image).astype(np.float32) / 255).permute(2, 0, 1)

@@ -111,8 +111,9 @@ def test_there_are_enough_cases() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_recipe_fails_cleanly(case: str, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_recipe_fails_cleanly(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     content = MALFORMED[case]
     path = tmp_path / "recipe.yaml"
     path.write_bytes(content.encode() if isinstance(content, str) else content)
@@ -129,8 +130,9 @@ def test_missing_recipe_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "recipe file not found" in err
 
 
-def test_plugin_file_with_syntax_error_names_the_file(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_plugin_file_with_syntax_error_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "broken.py").write_text("def oops(:\n")
     path = tmp_path / "r.yaml"
     path.write_text(BASE + "plugins: [broken.py]\n")
@@ -143,7 +145,11 @@ def test_cli_subprocess_has_no_traceback(tmp_path: Path) -> None:
     """The real process boundary: the installed script prints one message and exits 2."""
     path = tmp_path / "r.yaml"
     path.write_text(BASE.replace("steps: 3", "steps: -1"))
-    proc = subprocess.run([sys.executable, "-m", "pixgen.cli", "run", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixgen.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

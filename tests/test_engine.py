@@ -28,10 +28,16 @@ def test_run_writes_the_run_folder(basic_recipe: dict) -> None:
     assert run_dir.name.startswith("basic-")
     assert {p.name for p in run_dir.iterdir()} == {"recipe.yaml", "final.png", "run.json", "steps"}
     assert sorted(p.name for p in (run_dir / "steps").iterdir()) == [
-        "000000.png", "000005.png", "000010.png", "000015.png"]
+        "000000.png",
+        "000005.png",
+        "000010.png",
+        "000015.png",
+    ]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["steps_done"] == 20 and info["seed"] == 3
-    assert info["pixgen_version"] == pixgen.__version__ and info["torch_version"] == torch.__version__
+    assert (
+        info["pixgen_version"] == pixgen.__version__ and info["torch_version"] == torch.__version__
+    )
     assert info["device"] == "cpu" and info["wall_time_s"] > 0
     assert len(info["history"]["total"]) == 20
     assert set(info["history"]["losses"]) == {"target_image", "smoothness"}
@@ -49,8 +55,9 @@ def test_runs_never_overwrite(basic_recipe: dict, tmp_path: Path) -> None:
     assert make_run_dir("x", tmp_path / "fresh").is_dir()
 
 
-def test_final_png_carries_recipe_and_seed(basic_recipe: dict,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_final_png_carries_recipe_and_seed(
+    basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = pixgen.run(basic_recipe)
     text = png_text(result.final_path)
     assert text["pixgen:seed"] == "3"
@@ -116,8 +123,12 @@ def test_weight_schedule_changes_the_weight_used(basic_recipe: dict) -> None:
 
 
 def test_early_stop(basic_recipe: dict) -> None:
-    recipe = dict(basic_recipe, steps=500, optimizer={"name": "sgd", "lr": 0.0001},
-                  early_stop={"patience": 10, "min_delta": 0.5, "check_every": 5})
+    recipe = dict(
+        basic_recipe,
+        steps=500,
+        optimizer={"name": "sgd", "lr": 0.0001},
+        early_stop={"patience": 10, "min_delta": 0.5, "check_every": 5},
+    )
     result = pixgen.run(recipe)
     assert result.status == "early_stopped"
     assert result.steps_done == 15
@@ -143,8 +154,9 @@ def test_interrupt_saves_work(basic_recipe: dict, tmp_path: Path) -> None:
     assert Image.open(tmp_path / "run" / "final.png").size == (64, 48)
 
 
-def test_cli_run_and_exit_status(basic_recipe: dict, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_and_exit_status(
+    basic_recipe: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import yaml
 
     path = tmp_path / "r.yaml"
@@ -163,10 +175,11 @@ def test_unavailable_device_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_pixel_palette_final_image_uses_only_palette(basic_recipe: dict) -> None:
     palette = ["#000000", "#ffffff", "#ff0000", "#0000ff"]
-    result = pixgen.run(basic_recipe, generator={"use": "pixel", "cells": [16, 12],
-                                                 "palette": palette})
+    result = pixgen.run(
+        basic_recipe, generator={"use": "pixel", "cells": [16, 12], "palette": palette}
+    )
     colours = {tuple(c) for c in np.asarray(result.image).reshape(-1, 3)}
-    allowed = {tuple(int(p[i:i + 2], 16) for i in (1, 3, 5)) for p in palette}
+    allowed = {tuple(int(p[i : i + 2], 16) for i in (1, 3, 5)) for p in palette}
     assert colours <= allowed
 
 
@@ -176,13 +189,23 @@ def test_pixel_cells_are_blocks(basic_recipe: dict) -> None:
     assert len(np.unique(img[0:8, 0:8].reshape(-1, 3), axis=0)) == 1  # one 8×8 cell
 
 
-@pytest.mark.parametrize("generator", [{"use": "pixel", "cells": [64, 48]},
-                                       {"use": "image", "param": "fft"},
-                                       {"use": "image", "param": "pixels"}])
-def test_init_image_starts_from_that_image(basic_recipe: dict, target_png: Path,
-                                           generator: dict) -> None:
-    recipe = dict(basic_recipe, steps=1, generator=dict(generator, init_image=str(target_png)),
-                  losses=[{"use": "smoothness", "weight": 0.0}])
+@pytest.mark.parametrize(
+    "generator",
+    [
+        {"use": "pixel", "cells": [64, 48]},
+        {"use": "image", "param": "fft"},
+        {"use": "image", "param": "pixels"},
+    ],
+)
+def test_init_image_starts_from_that_image(
+    basic_recipe: dict, target_png: Path, generator: dict
+) -> None:
+    recipe = dict(
+        basic_recipe,
+        steps=1,
+        generator=dict(generator, init_image=str(target_png)),
+        losses=[{"use": "smoothness", "weight": 0.0}],
+    )
     recipe["losses"] = [{"use": "smoothness", "weight": 1e-9}]
     result = pixgen.run(recipe, optimizer={"name": "sgd", "lr": 1e-9})
     got = np.asarray(result.image).astype(float)
@@ -191,6 +214,7 @@ def test_init_image_starts_from_that_image(basic_recipe: dict, target_png: Path,
 
 
 def test_image_generator_converges_to_target(basic_recipe: dict) -> None:
-    result = pixgen.run(basic_recipe, generator={"use": "image"}, steps=60,
-                        optimizer={"name": "adam", "lr": 0.1})
+    result = pixgen.run(
+        basic_recipe, generator={"use": "image"}, steps=60, optimizer={"name": "adam", "lr": 0.1}
+    )
     assert result.history["losses"]["target_image"][-1] < 0.01

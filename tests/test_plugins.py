@@ -17,8 +17,13 @@ from pixgen.cli import main
 from pixgen.errors import PluginLoadError
 from pixgen.plugins import load_plugins
 
-BUILTINS = {"pixel": "generator", "image": "generator", "smoothness": "loss",
-            "target_image": "loss", "png": "output"}
+BUILTINS = {
+    "pixel": "generator",
+    "image": "generator",
+    "smoothness": "loss",
+    "target_image": "loss",
+    "png": "output",
+}
 
 CUSTOM_LOSS = '''
 import torch
@@ -86,15 +91,18 @@ def test_local_plugin_file_takes_effect_in_a_run(tmp_path: Path, basic_recipe: d
     assert np.asarray(result.image).mean() / 255 > 0.7
 
 
-def test_third_party_package_via_entry_point(tmp_path: Path, basic_recipe: dict,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_third_party_package_via_entry_point(
+    tmp_path: Path, basic_recipe: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 'pip-installed' package: a module plus dist-info with a pixgen entry point."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "pixgen_brightness.py").write_text(CUSTOM_LOSS)
     dist = site / "pixgen_brightness-1.2.3.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pixgen-brightness\nVersion: 1.2.3\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pixgen-brightness\nVersion: 1.2.3\n"
+    )
     (dist / "entry_points.txt").write_text("[pixgen]\nbrightness = pixgen_brightness\n")
     monkeypatch.syspath_prepend(str(site))
     plugins = load_plugins()
@@ -107,7 +115,8 @@ def test_third_party_package_via_entry_point(tmp_path: Path, basic_recipe: dict,
 
 
 def test_duplicate_names_raise_naming_both_sources(tmp_path: Path) -> None:
-    (tmp_path / "dup.py").write_text(textwrap.dedent('''
+    (tmp_path / "dup.py").write_text(
+        textwrap.dedent('''
         import pixgen
 
         class Pixel(pixgen.Generator):
@@ -117,7 +126,8 @@ def test_duplicate_names_raise_naming_both_sources(tmp_path: Path) -> None:
         @pixgen.hookimpl
         def register_generators(register):
             register(Pixel)
-    '''))
+    ''')
+    )
     with pytest.raises(PluginLoadError) as info:
         load_plugins(files=[tmp_path / "dup.py"])
     message = str(info.value)
@@ -126,14 +136,18 @@ def test_duplicate_names_raise_naming_both_sources(tmp_path: Path) -> None:
 
 
 def test_misspelt_hook_is_reported(tmp_path: Path) -> None:
-    (tmp_path / "typo.py").write_text("import pixgen\n@pixgen.hookimpl\ndef register_loss(register):\n    pass\n")
+    (tmp_path / "typo.py").write_text(
+        "import pixgen\n@pixgen.hookimpl\ndef register_loss(register):\n    pass\n"
+    )
     with pytest.raises(PluginLoadError, match="register_loss"):
         load_plugins(files=[tmp_path / "typo.py"])
 
 
 def test_registering_a_non_plugin_is_reported(tmp_path: Path) -> None:
-    (tmp_path / "odd.py").write_text("import pixgen\n@pixgen.hookimpl\ndef register_losses(register):\n    register(int)\n")
-    with pytest.raises(PluginLoadError, match="not a subclass of pixgen.Loss"):
+    (tmp_path / "odd.py").write_text(
+        "import pixgen\n@pixgen.hookimpl\ndef register_losses(register):\n    register(int)\n"
+    )
+    with pytest.raises(PluginLoadError, match=r"not a subclass of pixgen\.Loss"):
         load_plugins(files=[tmp_path / "odd.py"])
 
 
@@ -145,9 +159,11 @@ def test_load_only_and_block_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "png" not in load_plugins().registry.names()
 
 
-def test_plugin_raising_during_run_is_named(tmp_path: Path, basic_recipe: dict,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "bad.py").write_text(textwrap.dedent('''
+def test_plugin_raising_during_run_is_named(
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.py").write_text(
+        textwrap.dedent('''
         import pixgen
 
         class Explodes(pixgen.Loss):
@@ -162,7 +178,8 @@ def test_plugin_raising_during_run_is_named(tmp_path: Path, basic_recipe: dict,
         @pixgen.hookimpl
         def register_losses(register):
             register(Explodes)
-    '''))
+    ''')
+    )
     import yaml
 
     recipe = dict(basic_recipe, plugins=["bad.py"], losses=[{"use": "explodes"}])

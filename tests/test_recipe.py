@@ -90,7 +90,9 @@ def test_override_errors_point_at_set(tmp_path: Path) -> None:
 
 
 def test_missing_input_file_is_caught_before_the_run(tmp_path: Path) -> None:
-    text = GOOD.replace("  - {use: smoothness, norm: l2}", "  - {use: target_image, image: nope.png}")
+    text = GOOD.replace(
+        "  - {use: smoothness, norm: l2}", "  - {use: target_image, image: nope.png}"
+    )
     with pytest.raises(RecipeError, match=r"losses\[1\]\.image: file not found"):
         load_recipe(write(tmp_path, text))
 

@@ -38,10 +38,19 @@ def _boxes(size: int, cut: int, n: int) -> list[tuple[int, int, int]]:
     return boxes
 
 
-def engine_and_reference(tmp_path: Path, *, device: str, precision: str, size: int,
-                         reference_precision: str | None = None,
-                         vqgan_files: tuple[Path, Path], clip_spec: str, cut: int,
-                         n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[tuple, tuple]:
+def engine_and_reference(
+    tmp_path: Path,
+    *,
+    device: str,
+    precision: str,
+    size: int,
+    reference_precision: str | None = None,
+    vqgan_files: tuple[Path, Path],
+    clip_spec: str,
+    cut: int,
+    n: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[tuple, tuple]:
     boxes = _boxes(size, cut, n)
 
     def fixed_boxes(height, width, cut_size, count, cut_pow, dev, dtype=torch.float32):  # type: ignore[no-untyped-def]
@@ -50,12 +59,28 @@ def engine_and_reference(tmp_path: Path, *, device: str, precision: str, size: i
 
     monkeypatch.setattr(cutouts_module, "crop_boxes", fixed_boxes)
     recipe = {
-        "name": "equiv", "seed": 0, "size": [size, size], "steps": 1, "device": device,
-        "precision": precision, "speed": {"compile": "off"},
-        "generator": {"use": "vqgan", "config": str(vqgan_files[0]),
-                      "checkpoint": str(vqgan_files[1]), "init": "random_codes"},
-        "losses": [{"use": "clip", "models": [clip_spec], "prompts": ["a red circle"],
-                    "cutouts": n, "augment": []}],
+        "name": "equiv",
+        "seed": 0,
+        "size": [size, size],
+        "steps": 1,
+        "device": device,
+        "precision": precision,
+        "speed": {"compile": "off"},
+        "generator": {
+            "use": "vqgan",
+            "config": str(vqgan_files[0]),
+            "checkpoint": str(vqgan_files[1]),
+            "init": "random_codes",
+        },
+        "losses": [
+            {
+                "use": "clip",
+                "models": [clip_spec],
+                "prompts": ["a red circle"],
+                "cutouts": n,
+                "augment": [],
+            }
+        ],
     }
     loaded, plugins = load_recipe(recipe)
     engine = Engine(loaded, plugins, write_files=False)
@@ -73,10 +98,17 @@ def engine_and_reference(tmp_path: Path, *, device: str, precision: str, size: i
     clip = engine.losses[0].loss.models[0]
     text = engine.losses[0].loss._embed_targets(engine.ctx, clip)
     vq = gen.vqgan
-    ref = reference.ReferenceStep(vq.decoder, vq.post_quant_conv, vq.codebook.float(),
-                                  _Encoder(clip), text.float(), gen.z.detach(),
-                                  cut_size=cut, cutn=n,
-                                  precision=reference_precision or precision)
+    ref = reference.ReferenceStep(
+        vq.decoder,
+        vq.post_quant_conv,
+        vq.codebook.float(),
+        _Encoder(clip),
+        text.float(),
+        gen.z.detach(),
+        cut_size=cut,
+        cutn=n,
+        precision=reference_precision or precision,
+    )
     ref.make_cutouts.boxes = boxes
     ref.mean = torch.zeros(1, 3, 1, 1, device=gen.z.device)  # the encoder normalises itself
     ref.std = torch.ones(1, 3, 1, 1, device=gen.z.device)
@@ -100,21 +132,31 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-def test_engine_step_matches_reference_on_cpu(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_step_matches_reference_on_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = write_tiny_vqgan(tmp_path / "vq")
     spec = make_tiny_clip_checkpoint(tmp_path / "clip")
     (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
-        tmp_path, device="cpu", precision="fp32", size=64, vqgan_files=files,
-        clip_spec=spec, cut=32, n=8, monkeypatch=monkeypatch)
+        tmp_path,
+        device="cpu",
+        precision="fp32",
+        size=64,
+        vqgan_files=files,
+        clip_spec=spec,
+        cut=32,
+        n=8,
+        monkeypatch=monkeypatch,
+    )
     assert torch.isfinite(engine_grad).all() and ref_grad.abs().sum() > 0
     assert float(engine_loss) == pytest.approx(float(ref_loss), rel=1e-5)
     assert _relative(engine_grad, ref_grad) < 1e-4
 
 
 @pytest.mark.gpu
-def test_engine_step_matches_reference_on_gpu_full_size(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_step_matches_reference_on_gpu_full_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 448²: the engine in bf16 against the
     fp32 reference, within bf16's tolerance."""
     import open_clip
@@ -123,19 +165,33 @@ def test_engine_step_matches_reference_on_gpu_full_size(tmp_path: Path,
 
     from pixgen.models.vqgan import build_vqgan, parse_config
 
-    model_yaml = {"model": {"target": "taming.models.vqgan.VQModel",
-                            "params": {**reference.F16_16384_EMBED,
-                                       "ddconfig": reference.F16_16384_DDCONFIG}}}
+    model_yaml = {
+        "model": {
+            "target": "taming.models.vqgan.VQModel",
+            "params": {**reference.F16_16384_EMBED, "ddconfig": reference.F16_16384_DDCONFIG},
+        }
+    }
     (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_yaml))
     vq = build_vqgan(parse_config(model_yaml))
-    save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(tmp_path / "vq.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in vq.state_dict().items()}, str(tmp_path / "vq.safetensors")
+    )
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(tmp_path / "c.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in clip.state_dict().items()}, str(tmp_path / "c.safetensors")
+    )
     (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
-        tmp_path, device="cuda", precision="bf16", size=448, reference_precision="fp32",
+        tmp_path,
+        device="cuda",
+        precision="bf16",
+        size=448,
+        reference_precision="fp32",
         vqgan_files=(tmp_path / "model.yaml", tmp_path / "vq.safetensors"),
-        clip_spec=f"ViT-B-32:{tmp_path / 'c.safetensors'}", cut=224,
-        n=32, monkeypatch=monkeypatch)
+        clip_spec=f"ViT-B-32:{tmp_path / 'c.safetensors'}",
+        cut=224,
+        n=32,
+        monkeypatch=monkeypatch,
+    )
     loss_error = abs(float(engine_loss) - float(ref_loss)) / abs(float(ref_loss))
     grad_error = _relative(engine_grad, ref_grad)
     print(f"bf16 engine vs fp32 reference: loss {loss_error:.2e}, gradient {grad_error:.2e}")

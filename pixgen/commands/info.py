@@ -24,7 +24,9 @@ def info_command(
     if as_json:
         sys.stdout.write(json.dumps(text, indent=2) + "\n")
         return
-    sys.stdout.write(f"# pixgen {text.get('pixgen:version', '?')}, seed {text.get('pixgen:seed')}\n")
+    sys.stdout.write(
+        f"# pixgen {text.get('pixgen:version', '?')}, seed {text.get('pixgen:seed')}\n"
+    )
     sys.stdout.write(text["pixgen:recipe"])
 
 

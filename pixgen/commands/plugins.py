@@ -26,8 +26,14 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
             default = field.default_factory()  # type: ignore[call-arg]
         else:
             default = None if field.default is PydanticUndefined else field.default
-        rows.append({"name": name, "type": type_text, "default": default,
-                     "description": field.description or ""})
+        rows.append(
+            {
+                "name": name,
+                "type": type_text,
+                "default": default,
+                "description": field.description or "",
+            }
+        )
     return rows
 
 
@@ -41,8 +47,16 @@ def list_plugins(
     plugins = default_plugins()
     infos = sorted(plugins.registry.plugins.values(), key=lambda i: (i.kind, i.name))
     if as_json:
-        data = [{"name": i.name, "kind": i.kind, "source": i.source, "file": i.file,
-                 "summary": i.summary} for i in infos]
+        data = [
+            {
+                "name": i.name,
+                "kind": i.kind,
+                "source": i.source,
+                "file": i.file,
+                "summary": i.summary,
+            }
+            for i in infos
+        ]
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     from rich.console import Console
@@ -72,9 +86,20 @@ def show_plugin(
         raise PixgenError(str(exc.args[0])) from None
     rows = describe_options(info.cls)
     if as_json:
-        sys.stdout.write(json.dumps({"name": info.name, "kind": info.kind, "source": info.source,
-                                     "doc": (info.cls.__doc__ or "").strip(), "options": rows},
-                                    indent=2, default=str) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "name": info.name,
+                    "kind": info.kind,
+                    "source": info.source,
+                    "doc": (info.cls.__doc__ or "").strip(),
+                    "options": rows,
+                },
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
         return
     out = [f"{info.name} ({info.kind}, from {info.source})", ""]
     doc = (info.cls.__doc__ or "").strip()
@@ -82,8 +107,10 @@ def show_plugin(
         out += [doc, ""]
     out.append("options:")
     if info.kind == "loss":
-        out.append("  weight: float or schedule = 1.0  -- the loss's weight; a schedule such as "
-                   "{0: 1.0, '50%': 0.2} interpolates over the run")
+        out.append(
+            "  weight: float or schedule = 1.0  -- the loss's weight; a schedule such as "
+            "{0: 1.0, '50%': 0.2} interpolates over the run"
+        )
     for row in rows:
         out.append(f"  {row['name']}: {row['type']} = {row['default']!r}  -- {row['description']}")
     sys.stdout.write("\n".join(out) + "\n")

@@ -15,7 +15,9 @@ def run_command(
     recipe: Annotated[Path, typer.Argument(help="the recipe YAML file")],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="override a field: PATH=VALUE (value is YAML); repeatable"),
+        typer.Option(
+            "--set", "-s", help="override a field: PATH=VALUE (value is YAML); repeatable"
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="run folder (must not exist or be empty)")
@@ -34,8 +36,14 @@ def run_command(
     from pixgen.recipe import load_recipe
 
     loaded, plugins = load_recipe(recipe, set_ or [])
-    engine = Engine(loaded, plugins, output=output, outputs_root=outputs_root,
-                    quiet=quiet, offline=offline_mode(offline))
+    engine = Engine(
+        loaded,
+        plugins,
+        output=output,
+        outputs_root=outputs_root,
+        quiet=quiet,
+        offline=offline_mode(offline),
+    )
     result = engine.run()
     where = result.run_dir
     if result.status == "interrupted":

@@ -44,7 +44,9 @@ class PixelGenerator(Generator):
             description="softness of the palette assignment at the start and the end of the run",
         )
         hard_from: float = Field(
-            1.0, ge=0, le=1,
+            1.0,
+            ge=0,
+            le=1,
             description="share of the run after which the loss sees palette colours only "
             "(straight-through gradients); 1.0 = only the final image",
         )

@@ -162,8 +162,10 @@ class ClipLoss(Loss):
         self.models = [model_service(ctx, name) for name in names]
         # The image tower is the heavy part: the engine may compile it (shared per run).
         self.image_encoders = [
-            ctx.service(("clip-image-encoder", m.name),
-                        lambda m=m: ctx.compile_module(m.encode_image, f"CLIP {m.name}"))
+            ctx.service(
+                ("clip-image-encoder", m.name),
+                lambda m=m: ctx.compile_module(m.encode_image, f"CLIP {m.name}"),
+            )
             for m in self.models
         ]
         counts = options.cutouts
@@ -221,8 +223,9 @@ class ClipLoss(Loss):
         ):
             cut_key = (model.input_size, count, self.cut_settings)
 
-            def features(model: Any = model, encoder: Any = encoder,
-                         count: int = count) -> torch.Tensor:
+            def features(
+                model: Any = model, encoder: Any = encoder, count: int = count
+            ) -> torch.Tensor:
                 cuts = cutouts_for(ctx, image, model.input_size, count, self.cut_settings)
                 return encoder(cuts).float()
 
