@@ -447,10 +447,18 @@ class Engine:
             total = total + weight * value
         row = torch.full((len(self.history.columns),), math.nan, device=self.device)
         if values:
-            index = torch.tensor([i for i, _ in values], device=self.device)
+            index = self._column_index(tuple(i for i, _ in values))
             row = row.index_copy(0, index, torch.stack([v.detach() for _, v in values]))
         row[0] = total.detach()
         return total, row
+
+    def _column_index(self, columns: tuple[int, ...]) -> torch.Tensor:
+        """A device tensor of column numbers, made once per column set: building it each
+        step would copy host-to-device, which waits for the GPU."""
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_indices", {})
+        if columns not in cache:
+            cache[columns] = torch.tensor(columns, device=self.device)
+        return cache[columns]
 
     def _render(self, step: int) -> torch.Tensor:
         with _blame(self.generator, self._generator_info, f"step {step}"):
