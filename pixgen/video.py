@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -36,7 +36,7 @@ from pixgen.errors import PixgenError
 
 VideoFormat = Literal["mp4", "gif", "webp"]
 FORMATS: tuple[str, ...] = ("mp4", "gif", "webp")
-X264_PRESETS: tuple[str, ...] = (
+X264Preset = Literal[
     "ultrafast",
     "superfast",
     "veryfast",
@@ -46,7 +46,8 @@ X264_PRESETS: tuple[str, ...] = (
     "slow",
     "slower",
     "veryslow",
-)
+]
+X264_PRESETS: tuple[str, ...] = get_args(X264Preset)
 
 
 def hold_frames(hold_last: float, fps: float) -> int:

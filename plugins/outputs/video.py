@@ -24,7 +24,7 @@ from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PluginOptions
 from pixgen.steps import StepValue, resolve_step
-from pixgen.video import AnimationWriter, ffmpeg_exe, hold_frames
+from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames
 
 ARCHIVE = "frames.mkv"
 """The lossless frame archive of ``file: progress`` (steps in ``frames.json``); another
@@ -62,17 +62,9 @@ class VideoOutput(Output):
             "progress", description="file name in the run folder; the extension follows format"
         )
         crf: int = Field(18, ge=0, le=51, description="mp4: H.264 quality, 0 lossless … 51 worst")
-        preset: Literal[
-            "ultrafast",
-            "superfast",
-            "veryfast",
-            "faster",
-            "fast",
-            "medium",
-            "slow",
-            "slower",
-            "veryslow",
-        ] = Field("medium", description="mp4: x264 speed preset (faster = bigger file, less CPU)")
+        preset: X264Preset = Field(
+            "medium", description="mp4: x264 speed preset (faster = bigger file, less CPU)"
+        )
         keep_frames: bool = Field(
             True, description="also keep every frame losslessly in frames.mkv (for pixgen render)"
         )
