@@ -111,6 +111,7 @@ def show_plugin(
             "  weight: float or schedule = 1.0  -- the loss's weight; a schedule such as "
             "{0: 1.0, '50%': 0.2} interpolates over the run"
         )
+        out.append("  label: text | null = None  -- the loss's name in the loss history")
     for row in rows:
         out.append(f"  {row['name']}: {row['type']} = {row['default']!r}  -- {row['description']}")
     sys.stdout.write("\n".join(out) + "\n")
