@@ -44,7 +44,8 @@ def test_held_out_pairs_never_in_train_and_only_in_test() -> None:
     assert {s for _, s in D.TRAIN_PAIRS} == set(range(len(D.SHAPES)))
     g = torch.Generator().manual_seed(0)
     for split, want_held in (("train", False), ("test", True)):
-        attrs = D.sample_attributes(2000, split, g, two_object_prob=0.5)
+        group = 4 if split == "train" else 1
+        attrs = D.sample_attributes(2000, split, g, two_object_prob=0.5, group_size=group)
         present = attrs.colour != D.UNSET
         for c, s in zip(attrs.colour[present].tolist(), attrs.shape[present].tolist(), strict=True):
             assert D.is_held_out(c, s) is want_held
@@ -178,3 +179,14 @@ def test_train_writes_weights_config_and_metrics(tmp_path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["stop_reason"] == "steps"
     assert 0.0 <= metrics["colour_acc"] <= 1.0
+
+
+def test_hard_negative_groups_share_colour_or_shape() -> None:
+    g = torch.Generator().manual_seed(2)
+    attrs = D.sample_attributes(400, "train", g, two_object_prob=0.3, group_size=4)
+    colour = attrs.colour[:, 0].reshape(-1, 4)
+    shape = attrs.shape[:, 0].reshape(-1, 4)
+    same_colour = (colour == colour[:, :1]).all(1)
+    same_shape = (shape == shape[:, :1]).all(1)
+    assert bool((same_colour | same_shape).all())
+    assert 0.5 < float(same_colour.float().mean()) < 0.95  # mostly colour, sometimes shape

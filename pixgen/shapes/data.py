@@ -234,17 +234,51 @@ def _not_adjacent() -> list[list[int]]:
 _FAR_CELLS = _not_adjacent()
 
 
+def _group_pairs(
+    p0: torch.Tensor, pair_list: tuple[tuple[int, int], ...], group_size: int, g: torch.Generator
+) -> torch.Tensor:
+    """Make consecutive groups of ``group_size`` first objects share their colour (three
+    groups in four) or their shape, the other attribute drawn among allowed pairs."""
+    n = len(p0)
+    by_colour: dict[int, list[int]] = {}
+    by_shape: dict[int, list[int]] = {}
+    for c, s in pair_list:
+        by_colour.setdefault(c, []).append(s)
+        by_shape.setdefault(s, []).append(c)
+    share_shape = (torch.rand((n + group_size - 1) // group_size, generator=g) < 0.25).tolist()
+    picks = torch.randint(0, 1 << 20, (n,), generator=g).tolist()
+    out = p0.tolist()
+    for i in range(n):
+        lead = i - i % group_size
+        if i == lead:
+            continue
+        c, s = out[lead]
+        if share_shape[i // group_size]:
+            options = by_shape[s]
+            out[i] = [options[picks[i] % len(options)], s]
+        else:
+            options = by_colour[c]
+            out[i] = [c, options[picks[i] % len(options)]]
+    return torch.tensor(out, dtype=torch.long)
+
+
 def sample_attributes(
-    n: int, split: str, g: torch.Generator, two_object_prob: float = 0.3
+    n: int, split: str, g: torch.Generator, two_object_prob: float = 0.3, group_size: int = 1
 ) -> Attributes:
     """Draw the attributes of ``n`` images from the CPU generator ``g``.
 
     ``split="train"`` never uses a held-out (colour, shape) pair; ``split="test"`` uses only
     held-out pairs, so every test object is a combination the model never saw.
+
+    ``group_size > 1`` makes hard negatives for contrastive training: consecutive groups
+    of images share the background and the first object's colour (or shape) and differ in
+    the rest, so that colour words alone cannot tell a batch's captions apart and shape,
+    position and size words must be learnt.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    pairs = torch.tensor(TRAIN_PAIRS if split == "train" else HELD_OUT_PAIRS)
+    pair_list = TRAIN_PAIRS if split == "train" else HELD_OUT_PAIRS
+    pairs = torch.tensor(pair_list)
     n_col = len(COLOURS)
 
     colour = torch.full((n, 2), UNSET, dtype=torch.long)
@@ -253,6 +287,8 @@ def sample_attributes(
     pos = torch.full((n, 2), UNSET, dtype=torch.long)
 
     p0 = pairs[_choice(n, len(pairs), g)]
+    if group_size > 1:
+        p0 = _group_pairs(p0, pair_list, group_size, g)
     colour[:, 0], shape[:, 0] = p0[:, 0], p0[:, 1]
     two = torch.rand(n, generator=g) < two_object_prob
     p1 = pairs[_choice(n, len(pairs), g)]
@@ -279,12 +315,15 @@ def sample_attributes(
 
     # Background colour differs from every object colour.
     bg = _choice(n, n_col, g)
+    texture = _choice(n, len(BACKGROUNDS), g)
+    if group_size > 1:  # a group shares its background where the colours allow
+        lead = torch.arange(n) - torch.arange(n) % group_size
+        bg, texture = bg[lead], texture[lead]
     for _ in range(100):
         clash = (bg[:, None] == colour).any(-1)
         if not clash.any():
             break
         bg[clash] = _choice(int(clash.sum()), n_col, g)
-    texture = _choice(n, len(BACKGROUNDS), g)
 
     radius_table = torch.tensor(SIZE_RADIUS)
     cell = torch.tensor(CELL_CENTRE)
@@ -303,10 +342,14 @@ def sample_attributes(
 def _object_claim(obj: list[int], u: list[float], pos_on: bool) -> tuple[list[int], str]:
     """Pick which attributes of ``obj`` (colour, shape, size, position) the caption names."""
     c, s, z, p = obj
-    # Some captions leave out the colour ("a circle") or the shape ("a red shape"): the
-    # words must carry their meaning alone, not as a colour-shape pair.
-    name_colour = u[0] > 0.15
-    name_shape = u[1] > 0.15 or not (name_colour or pos_on)
+    # Many captions name one attribute alone ("a circle", "a red shape", "a shape at the
+    # left"): each word must carry its meaning by itself, not only as part of a
+    # colour-shape pair (the held-out pairs test exactly that).
+    mode = u[0]
+    name_colour = mode < 0.6 or 0.6 <= mode < 0.8
+    name_shape = mode < 0.6 or mode >= 0.8
+    if mode >= 0.9 and pos_on:  # "a shape at the left"
+        name_shape = False
     name_size = u[2] < 0.3
     claim = [
         c if name_colour else UNSET,
@@ -568,6 +611,7 @@ def sample_batch(
     size: int = 64,
     two_object_prob: float = 0.3,
     augment_images: bool = False,
+    group_size: int = 1,
 ) -> Batch:
     """A batch of captioned images, fully determined by ``seed`` (an int, or a CPU
     generator whose state advances).
@@ -580,7 +624,7 @@ def sample_batch(
     else:
         g = torch.Generator()
         g.manual_seed(seed)
-    attrs = sample_attributes(n, split, g, two_object_prob)
+    attrs = sample_attributes(n, split, g, two_object_prob, group_size)
     captions, claims = make_captions(attrs, g)
     render_seed, aug_seed = torch.randint(0, 2**62, (2,), generator=g).tolist()
     images = render(attrs, size=size, device=device, seed=render_seed)

@@ -2,9 +2,9 @@
 
     python -m pixgen.shapes.evaluate [--weights PATH] [--device auto|cpu|cuda] [--n 1000] [--json]
 
-Zero-shot accuracy of colour, shape and position on single-object images (each class is
-the mean text embedding of its caption over the other attributes, e.g. colour "red" =
-"a red circle", "a red square", ...), and text->image retrieval precision@5 over a pool of
+Zero-shot accuracy of colour, shape and position on single-object images (one prompt per
+class naming that attribute alone: "a red shape", "a circle", "a shape at the left"; also
+reported: CLIP-style prompt ensembles, and the same images as cropped cutouts), and text->image retrieval precision@5 over a pool of
 held-out images: a retrieved image is correct when it has every attribute the query names.
 """
 
@@ -88,16 +88,20 @@ def _class_embeddings(
     return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
 
-def zero_shot_prompts() -> dict[str, list[list[str]]]:
-    """Prompt ensembles per attribute, written with the training caption templates."""
+def zero_shot_prompts(ensemble: bool = False) -> dict[str, list[list[str]]]:
+    """Prompts per class, written with the training caption templates.
+
+    By default one prompt per class naming that attribute alone ("a red shape",
+    "a circle", "a shape at the left"): it never mentions a held-out colour-shape pair.
+    ``ensemble=True`` adds the class's phrase combined with every value of the other
+    attributes ("a red circle", "a red square", ...), averaged as in the CLIP paper.
+    """
     n_col, n_shape = len(D.COLOURS), len(D.SHAPES)
-    cols, shapes = [D.UNSET, *range(n_col)], [D.UNSET, *range(n_shape)]
+    cols = [D.UNSET, *range(n_col)] if ensemble else [D.UNSET]
+    shapes = [D.UNSET, *range(n_shape)] if ensemble else [D.UNSET]
     return {
-        # "a red shape", "a red circle", "a red square", ...
         "colour": [[D.describe(colour=c, shape=s) for s in shapes] for c in range(n_col)],
-        # "a circle", "a red circle", "an orange circle", ...
         "shape": [[D.describe(colour=c, shape=s) for c in cols] for s in range(n_shape)],
-        # "a shape at the left", "a red circle at the left", ...
         "position": [
             [D.describe(colour=c, shape=s, pos=p) for c in cols for s in shapes]
             for p in range(len(D.POSITIONS))
@@ -158,12 +162,16 @@ def evaluate(
     # some pixelated): not a target, but what guidance relies on.
     aug = D.augment(acc_set.images, torch.Generator().manual_seed(ACC_SEED + 1), seed=ACC_SEED + 2)
     img_aug = encode_images(model, aug, device)
+    ensembles = zero_shot_prompts(ensemble=True)
     for name, groups in prompts.items():
         cls = _class_embeddings(model, groups, device, tokenizer)
         pred = (img @ cls.T).argmax(-1).cpu()
         out[f"{name}_acc"] = float((pred == truth[name]).float().mean())
         pred = (img_aug @ cls.T).argmax(-1).cpu()
         out[f"{name}_acc_cutouts"] = float((pred == truth[name]).float().mean())
+        cls = _class_embeddings(model, ensembles[name], device, tokenizer)
+        pred = (img @ cls.T).argmax(-1).cpu()
+        out[f"{name}_acc_ensemble"] = float((pred == truth[name]).float().mean())
 
     texts, claims, kinds = retrieval_queries()
     relevant = D.match_matrix(pool.attrs, claims).T  # [Q, N]
@@ -201,10 +209,11 @@ def format_table(metrics: dict[str, Any]) -> str:
             f"{'' if target is None else f'{target:>9.2f}'}"
             f"{'' if chance is None else f'{chance:>9.3f}'}{verdict}"
         )
-    robust = [k for k in ("colour", "shape", "position") if f"{k}_acc_cutouts" in metrics]
-    if robust:
-        parts = ", ".join(f"{k} {metrics[f'{k}_acc_cutouts']:.3f}" for k in robust)
-        lines.append(f"  on cutout-like crops: {parts}")
+    for suffix, label in (("cutouts", "on cutout-like crops"), ("ensemble", "prompt ensembles")):
+        keys = [k for k in ("colour", "shape", "position") if f"{k}_acc_{suffix}" in metrics]
+        if keys:
+            parts = ", ".join(f"{k} {metrics[f'{k}_acc_{suffix}']:.3f}" for k in keys)
+            lines.append(f"  {label}: {parts}")
     if "retrieval_by_kind" in metrics:
         parts = ", ".join(f"{kk} {v:.3f}" for kk, v in metrics["retrieval_by_kind"].items())
         lines.append(f"  retrieval ({metrics['retrieval_queries']} queries): {parts}")

@@ -94,6 +94,7 @@ def save_weights(
     meta = {"format": "pt", "model": MODEL_NAME, **(metadata or {})}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # a package data file: readable by all
     tmp.replace(path)  # atomic: a kill mid-write never leaves a truncated file
     path.with_suffix(".json").write_text(json.dumps(config_json(), indent=2) + "\n")
     return path

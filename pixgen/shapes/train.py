@@ -98,6 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--two-object-prob", type=float, default=0.3)
+    p.add_argument(
+        "--group", type=int, default=4, help="images per hard-negative group (same colours)"
+    )
     p.add_argument("--eval-n", type=int, default=1000, help="images per held-out eval set")
     p.add_argument("--eval-reserve", type=float, default=None, help="seconds kept for eval")
     p.add_argument("--log-every", type=int, default=None)
@@ -142,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     total: int | None = args.steps or None
     auto_steps, replanned = total is None, False
     step, stop_reason, last_save = 0, "steps", time.monotonic()
-    t_rate = n_rate = None
+    t_rate: float | None = None
+    s_rate = 0
+    n_rate = 0.0
     loss_acc = torch.zeros((), device=device)
     t_log, step_log = time.monotonic(), 0
     try:
@@ -151,12 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             if now >= deadline:
                 stop_reason = "time budget"
                 break
-            # Fix the step count once the warm-up has measured the speed.
+            # Fix the step count once the warm-up has measured the speed (from step 10:
+            # the first steps pay for lazy initialisation).
             if step == 10:
-                t_rate = now
+                t_rate, s_rate = now, step
             if total is None and step == max(warmup, 20) and t_rate is not None:
-                rate = (step - 10) / max(1e-6, now - t_rate)
+                rate = (step - s_rate) / max(1e-6, now - t_rate)
                 total = max(step + 1, int(step + 0.97 * rate * (deadline - now)))
+                t_rate, s_rate = now, step  # later re-plans use the speed since this point
                 log(
                     f"speed {rate:.2f} it/s -> {total} steps (reproduce: --steps {total} --warmup {warmup})"
                 )
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 device=device,
                 two_object_prob=args.two_object_prob,
                 augment_images=True,
+                group_size=args.group,
             )
             tokens = tokenizer(batch.captions).to(device, non_blocking=True)
             match = D.match_matrix(batch.attrs.to(device), batch.claims)
@@ -196,17 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 loss_acc.zero_()
                 t_log, step_log = now, step
-                # A slower machine than measured (a shared CPU): shorten the plan so the
-                # cosine still ends at the deadline. Only then is the run not exactly
-                # reproducible from the printed step count.
-                # The average speed since step 10 smooths out short stalls.
-                avg_rate = (step - 10) / max(1e-6, now - t_rate) if t_rate else n_rate
-                if auto_steps and total is not None and avg_rate > 0:
+                # The speed changed since it was measured (a shared CPU): re-plan so the
+                # cosine still ends at the deadline: shorter at any time, longer only in
+                # the first half (the learning rate must not jump back up late). Only
+                # then is the run not exactly reproducible from the printed step count.
+                if auto_steps and total is not None and t_rate is not None and step > s_rate:
+                    avg_rate = (step - s_rate) / max(1e-6, now - t_rate)
                     fits = int(step + 0.97 * avg_rate * max(0.0, deadline - now))
-                    if fits < 0.97 * total:
+                    if fits < 0.97 * total or (fits > 1.1 * total and step < total / 2):
                         total = max(step + 1, fits)
                         replanned = True
-                        log(f"slower than planned: now {total} steps")
+                        log(f"speed now {avg_rate:.2f} it/s: re-planned to {total} steps")
             if time.monotonic() - last_save > 60:
                 save_weights(model, weights_path, {"step": str(step), "seed": str(args.seed)})
                 last_save = time.monotonic()
@@ -228,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "replanned": replanned,
             "warmup": warmup,
             "batch": args.batch,
+            "group": args.group,
             "lr": args.lr,
             "seed": args.seed,
             "stop_reason": stop_reason,
