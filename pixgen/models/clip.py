@@ -25,16 +25,18 @@ device, and cached for the process: every loss and command naming it shares one 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
 import json
+import logging
 import os
 import re
 import shutil
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -677,8 +679,11 @@ class ClipWeightsProvider:
         cfg = _open_clip().get_pretrained_cfg(spec.arch, spec.tag or "")
         if not cfg:
             raise WeightsError(f"{name!r} was imported by hand; open_clip has no download for it")
+        _check_reachable(cfg, spec.name, self.missing_message(spec.name))
         try:
-            target = _open_clip().download_pretrained(cfg)
+            # huggingface_hub logs every retry; the one message that matters is ours.
+            with _quiet_logger("huggingface_hub"):
+                target = _open_clip().download_pretrained(cfg)
         except Exception as exc:
             raise WeightsError(
                 f"could not download CLIP model {spec.name!r}: {type(exc).__name__}: "
@@ -780,6 +785,46 @@ def check_checkpoint_file(path: Path) -> None:
         raise WeightsError(
             f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}"
         ) from exc
+
+
+def _download_host(cfg: dict[str, Any]) -> str | None:
+    from urllib.parse import urlparse
+
+    if cfg.get("hf_hub"):
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        return urlparse(endpoint).hostname
+    if cfg.get("url"):
+        return urlparse(cfg["url"]).hostname
+    return None
+
+
+def _check_reachable(cfg: dict[str, Any], name: str, hint: str) -> None:
+    """Fail at once, with one message, when the download host cannot be reached at all
+    (no network), instead of after a minute of retries."""
+    import socket
+
+    host = _download_host(cfg)
+    if not host:
+        return
+    try:
+        with socket.create_connection((host, 443), timeout=10):
+            pass
+    except OSError as exc:
+        raise WeightsError(
+            f"could not download CLIP model {name!r}: cannot reach {host} "
+            f"({exc.strerror or exc}).\n{hint}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 _PROVIDER: ClipWeightsProvider | None = None
