@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -452,15 +453,51 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
+    """pydantic's error location as a path through the recipe's own data: drops the
+    labels pydantic adds for union members and validators (``mapping``,
+    ``function-after[...]``) which are not keys of the recipe."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        in_mapping = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_mapping or in_list:
+            out.append(part)
+            node = node[part]
+        elif last or (isinstance(part, str) and "[" not in part and node is None):
+            out.append(part)
+        elif isinstance(node, Mapping | list) or node is None:
+            continue  # a union tag or validator label
+        else:
+            out.append(part)
+    return tuple(out)
+
+
 def _pydantic_problems(
-    problems: _Problems, exc: ValidationError, prefix: Path_, allowed: Iterable[str] = ()
+    problems: _Problems,
+    exc: ValidationError,
+    prefix: Path_,
+    allowed: Iterable[str] | Callable[[Path_], Iterable[str]] = (),
+    data: Any = None,
 ) -> None:
+    seen: set[tuple[Path_, str]] = set()
     for err in exc.errors():
-        loc: Path_ = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        if data is not None:
+            loc = _data_path(tuple(err["loc"]), data)
+        else:
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         kind = err["type"]
+        if (loc, kind) in seen:
+            continue
+        seen.add((loc, kind))
         if kind == "extra_forbidden":
             key = str(loc[-1]) if loc else "?"
-            names = sorted(allowed)
+            if callable(allowed):
+                names = sorted(allowed(loc[:-1]))
+            else:  # the valid names are known for the entry's own keys, not nested ones
+                names = sorted(allowed) if len(loc) == 1 else []
             hint = did_you_mean(key, names)
             valid = f" (valid: {', '.join(names)})" if names else ""
             problems.add((*prefix, *loc), f"unknown key{hint}{valid}")
@@ -475,6 +512,19 @@ def _pydantic_problems(
                 else ""
             )
             problems.add((*prefix, *loc), f"{msg}{got}")
+
+
+def _core_names(parent: Path_) -> Iterable[str]:
+    """Valid keys at a place in the recipe's core sections (for did-you-mean)."""
+    if not parent:
+        return RecipeCore.model_fields
+    field = RecipeCore.model_fields.get(str(parent[0]))
+    if field is None or len(parent) != 1:
+        return ()
+    for candidate in (field.annotation, *typing.get_args(field.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate.model_fields
+    return ()
 
 
 def _validate_entry(
@@ -510,7 +560,7 @@ def _validate_entry(
         )
     except ValidationError as exc:
         allowed = set(info.cls.Options.model_fields) | core_keys
-        _pydantic_problems(problems, exc, path, allowed)
+        _pydantic_problems(problems, exc, path, allowed, data=option_data)
         return None
     if section == "losses":
         try:
@@ -547,7 +597,7 @@ def validate_recipe(
     try:
         core = RecipeCore.model_validate(dict(data))
     except ValidationError as exc:
-        _pydantic_problems(problems, exc, (), RecipeCore.model_fields)
+        _pydantic_problems(problems, exc, (), _core_names, data=dict(data))
         core = None
     generator = losses_out = outputs_out = None
     if isinstance(data.get("generator"), Mapping | str):

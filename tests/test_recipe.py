@@ -139,3 +139,10 @@ def test_weight_schedule_in_recipe(tmp_path: Path) -> None:
     recipe, _ = load_recipe(write(tmp_path, text))
     fn = ScheduleFn(recipe.losses[0].weight, recipe.steps)
     assert fn(0) == 1.0 and fn(5) == pytest.approx(0.2)
+
+
+def test_nested_errors_follow_the_recipes_own_keys(tmp_path: Path) -> None:
+    text = GOOD + "optimizer: {name: adam, betaz: [0.9, 0.99]}\n"
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    assert "optimizer.betaz: unknown key; did you mean 'betas'?" in str(info.value)
