@@ -218,3 +218,12 @@ def test_image_generator_converges_to_target(basic_recipe: dict) -> None:
         basic_recipe, generator={"use": "image"}, steps=60, optimizer={"name": "adam", "lr": 0.1}
     )
     assert result.history["losses"]["target_image"][-1] < 0.01
+
+
+def test_run_files_get_normal_permissions(basic_recipe: dict) -> None:
+    result = pixgen.run(basic_recipe)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("final.png", "run.json", "recipe.yaml"):
+        mode = (result.run_dir / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~mask, (name, oct(mode))
