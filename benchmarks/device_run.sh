@@ -4,7 +4,7 @@
 #   2. the GPU-marked tests
 #   3. bench_step.py (issue 7) and bench_video.py (issue 6)
 # Run from the repository root on the GPU machine with the wheels of what it lacks in
-# .gpuwhl/ (see benchmarks/RESULTS.md); results go to $OUT.
+# .gpuwhl/ (prepared by benchmarks/fetch_device_wheels.sh); results go to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
