@@ -339,3 +339,30 @@ def test_truncated_checkpoint_upstream_is_not_kept(tiny_site, _home: Path) -> No
     ckpt.write_bytes(data)  # fixed upstream: fetching again works
     catalog().fetch("tiny_vqgan", progress=False)
     assert (folder / "last.ckpt").read_bytes() == data
+
+
+def test_recipe_fetches_a_named_model_on_first_use_and_runs(
+    tiny_site, _home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole path a user takes: a recipe names a model that is not cached; the run
+    downloads it from the (loopback) server, resuming after a dropped connection on the
+    second try, loads the Lightning-style checkpoint safely and paints with it."""
+    import pixgen
+
+    server, _, ckpt = tiny_site
+    server.drop_once.add("tiny/last.ckpt")
+    recipe = (
+        "name: fetched\nseed: 1\nsize: [32, 24]\nsteps: 4\ndevice: cpu\n"
+        "generator: {use: vqgan, model: tiny_vqgan}\n"
+        "losses: [{use: smoothness}]\n"
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe)
+    assert main(["run", str(path), "-q", "-o", str(tmp_path / "first")]) == 2
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "first").exists()  # no half-written run folder
+    result = pixgen.run(path, output=tmp_path / "second")
+    assert result.status == "completed" and result.steps_done == 4
+    cached = _home / "vqgan" / "tiny_vqgan" / "last.ckpt"
+    assert cached.read_bytes() == ckpt.read_bytes()
+    assert any(r == "tiny/last.ckpt" and h and h.startswith("bytes=") for r, h in server.requests)
