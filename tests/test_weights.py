@@ -65,6 +65,31 @@ def test_download_verifies_and_moves_into_place(blob, tmp_path: Path) -> None:
     assert not part_path(dest).exists()
 
 
+def test_concurrent_downloads_of_one_file_fetch_it_once(blob, tmp_path: Path) -> None:
+    """Two fetches of the same weights at once (two runs starting together): the second
+    waits for the first instead of appending to the same .part file."""
+    import threading
+
+    root, data = blob
+    dest = tmp_path / "cache" / "blob.bin"
+    results: list[object] = []
+    with serve(root) as server:
+
+        def fetch() -> None:
+            results.append(
+                download(server.url("blob.bin"), dest, sha256=_sha(data), progress=False)
+            )
+
+        threads = [threading.Thread(target=fetch) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        served = [r for r, _ in server.requests if r == "blob.bin"]
+    assert dest.read_bytes() == data and len(results) == 2
+    assert len(served) == 1
+
+
 def test_download_resumes_after_dropped_connection(blob, tmp_path: Path) -> None:
     root, data = blob
     dest = tmp_path / "cache" / "blob.bin"

@@ -15,6 +15,7 @@ import http.client
 import os
 import re
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -72,7 +73,39 @@ def download(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _cache_error(target.parent, exc) from None
-    return _download(url, target, part, sha256, progress, label or target.name, timeout, True)
+    existed = target.exists()
+    with _exclusive(target):
+        if not existed and target.exists():  # another process finished it while we waited
+            digest = sha256_file(target)
+            if not sha256 or digest.lower() == sha256.lower():
+                return DownloadResult(target, digest, target.stat().st_size)
+        return _download(url, target, part, sha256, progress, label or target.name, timeout, True)
+
+
+@contextlib.contextmanager
+def _exclusive(target: Path) -> Iterator[None]:
+    """One download of a file at a time, across processes: two pixgen runs that need the
+    same weights must not append to the same ``.part`` file; the second one waits."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no cross-process guard
+        yield
+        return
+    # Kept outside the cache folder so that model folders hold only their files.
+    folder = Path(tempfile.gettempdir()) / "pixgen-locks"
+    name = hashlib.sha1(str(target.resolve()).encode()).hexdigest()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / f"{name}.lock", "a+b")  # noqa: SIM115 - held throughout
+    except OSError:  # no lock possible: go on without the guard
+        yield
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _download(
