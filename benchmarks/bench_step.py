@@ -256,6 +256,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = write_weights(folder, device)
+
+        def engine_row(
+            case: str,
+            make_recipe: Callable[..., dict[str, Any]],
+            size: int,
+            mode: str,
+            flops: float | None,
+        ) -> dict[str, Any]:
+            """One pixgen variant: eager, or compiled in ``mode``."""
+            row: dict[str, Any] = {"case": case, "impl": f"pixgen {mode}"}
+            compiled = None if mode == "eager" else mode
+            warm = args.warmup if compiled is None else args.compile_warmup
+            recipe = make_recipe(files, size, args.device, args.cutouts, compiled)
+            with peak_memory(device, row):
+                its, extra = engine_its(
+                    recipe,
+                    device,
+                    warm,
+                    args.steps,
+                    folder / f"run-{case.replace(' ', '-')}-{mode}",
+                )
+            row.update(its=its, **extra)
+            if flops is not None:
+                row.update(tflop_per_step=flops / 1e12, achieved_tflops=flops * its / 1e12)
+            return row
+
         for size in sizes:
             flops = None
             for precision in ("fp32", "bf16"):
@@ -269,36 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                 emit(row)
                 del ref
             for mode in modes:
-                row = {"case": f"vqgan {size}", "impl": f"pixgen {mode}"}
-                warm = args.warmup if mode == "eager" else args.compile_warmup
-                recipe = vqgan_recipe(
-                    files, size, args.device, args.cutouts, None if mode == "eager" else mode
-                )
-                with peak_memory(device, row):
-                    its, extra = engine_its(
-                        recipe, device, warm, args.steps, folder / f"run-{size}-{mode}"
-                    )
-                row.update(
-                    its=its,
-                    tflop_per_step=flops / 1e12,
-                    achieved_tflops=flops * its / 1e12,
-                    **extra,
-                )
-                emit(row)
+                emit(engine_row(f"vqgan {size}", vqgan_recipe, size, mode, flops))
         if args.pixel:
-            size = max(sizes)
             for mode in modes:
-                row = {"case": f"pixel {size}", "impl": f"pixgen {mode}"}
-                warm = args.warmup if mode == "eager" else args.compile_warmup
-                recipe = pixel_recipe(
-                    files, size, args.device, args.cutouts, None if mode == "eager" else mode
-                )
-                with peak_memory(device, row):
-                    its, extra = engine_its(
-                        recipe, device, warm, args.steps, folder / f"run-pixel-{mode}"
-                    )
-                row.update(its=its, **extra)
-                emit(row)
+                emit(engine_row(f"pixel {max(sizes)}", pixel_recipe, max(sizes), mode, None))
 
     print()
     print(

@@ -116,9 +116,6 @@ def render() -> str:
     extra_sections = _extra_sections()
     for title, model in extra_sections:
         out += [f"## `{title}`", "", *_table(model), ""]
-    import os
-
-    os.environ.setdefault("PIXGEN_BLOCK_PLUGINS", "")
     plugins = load_plugins()
     for kind, title in (("generator", "Generators"), ("loss", "Losses"), ("output", "Outputs")):
         out += [f"## {title}", ""]

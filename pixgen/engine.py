@@ -35,7 +35,7 @@ from pixgen.animation import Animator
 from pixgen.context import RunContext
 from pixgen.errors import DeviceError, PixgenError, PluginRunError, RecipeError
 from pixgen.fileio import atomic_write_text, save_png, tensor_to_pil
-from pixgen.plugin import Generator, Loss, Output, Plugin
+from pixgen.plugin import Generator, Loss, Output
 from pixgen.plugins import PluginInfo, PluginSet
 from pixgen.progress import ProgressDisplay
 from pixgen.recipe import OptimizerConfig, Recipe, load_recipe
@@ -199,7 +199,8 @@ def make_run_dir(
 
 
 @contextlib.contextmanager
-def _blame(plugin: Plugin | type[Plugin], info: PluginInfo | None, what: str) -> Iterator[None]:
+def _blame(info: PluginInfo, what: str) -> Iterator[None]:
+    """Turn an exception from plugin code into one message naming the plugin and file."""
     try:
         yield
     except (PixgenError, KeyboardInterrupt):
@@ -209,20 +210,10 @@ def _blame(plugin: Plugin | type[Plugin], info: PluginInfo | None, what: str) ->
             f"out of GPU memory in {what}; lower the size, the cutouts or use fewer models"
         ) from exc
     except Exception as exc:
-        cls = plugin if isinstance(plugin, type) else type(plugin)
-        name = getattr(cls, "name", cls.__name__)
-        kind = getattr(cls, "kind", "plugin")
-        where = (
-            info.file
-            if info and info.file
-            else (
-                sys.modules.get(cls.__module__)
-                and getattr(sys.modules[cls.__module__], "__file__", None)
-            )
-        )
-        source = f" ({where})" if where else ""
+        source = f" ({info.file})" if info.file else ""
         raise PluginRunError(
-            f"{kind} plugin {name!r}{source} failed in {what}: {type(exc).__name__}: {exc}"
+            f"{info.kind} plugin {info.name!r}{source} failed in {what}: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
 
 
@@ -320,6 +311,7 @@ class Engine:
         self._outputs_root = outputs_root
         self._write_files = write_files
         self._stop_requested = False
+        self._column_indices: dict[tuple[int, ...], torch.Tensor] = {}
         self._seed_everything(seed)
         self.generator = self._build_generator()
         self.losses = self._build_losses()
@@ -345,7 +337,7 @@ class Engine:
     def _build_generator(self) -> Generator:
         entry = self.recipe.generator
         info = self.plugins.registry.get(entry.use, "generator")
-        with _blame(info.cls, info, "set-up"):
+        with _blame(info, "set-up"):
             generator = info.cls(entry.options, self.ctx)  # type: ignore[call-arg]
             generator.to(self.device)
         self._generator_info = info
@@ -356,7 +348,7 @@ class Engine:
         seen: dict[str, int] = {}
         for entry in self.recipe.losses:
             info = self.plugins.registry.get(entry.use, "loss")
-            with _blame(info.cls, info, "set-up"):
+            with _blame(info, "set-up"):
                 loss = info.cls(entry.options, self.ctx)  # type: ignore[call-arg]
             label = entry.label or entry.use
             seen[label] = seen.get(label, 0) + 1
@@ -369,7 +361,7 @@ class Engine:
         built = []
         for entry in self.recipe.outputs:
             info = self.plugins.registry.get(entry.use, "output")
-            with _blame(info.cls, info, "set-up"):
+            with _blame(info, "set-up"):
                 built.append((info.cls(entry.options, self.ctx), info))  # type: ignore[call-arg]
         return built
 
@@ -407,7 +399,7 @@ class Engine:
         assert self.animator is not None
         with (
             torch.no_grad(),
-            _blame(self.generator, self._generator_info, f"animation at step {step}"),
+            _blame(self._generator_info, f"animation at step {step}"),
         ):
             current = self.generator().float()
             moved = self.animator.apply(current, step)
@@ -429,7 +421,7 @@ class Engine:
             weight = slot.weight(step)
             if weight == 0.0:
                 continue  # a scheduled-off loss costs nothing
-            with _blame(slot.loss, slot.info, f"step {step}"):
+            with _blame(slot.info, f"step {step}"):
                 out = slot.loss(image, self.ctx)
             if isinstance(out, Mapping):
                 terms = {k: v.float() for k, v in out.items()}
@@ -455,13 +447,12 @@ class Engine:
     def _column_index(self, columns: tuple[int, ...]) -> torch.Tensor:
         """A device tensor of column numbers, made once per column set: building it each
         step would copy host-to-device, which waits for the GPU."""
-        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_indices", {})
-        if columns not in cache:
-            cache[columns] = torch.tensor(columns, device=self.device)
-        return cache[columns]
+        if columns not in self._column_indices:
+            self._column_indices[columns] = torch.tensor(columns, device=self.device)
+        return self._column_indices[columns]
 
     def _render(self, step: int) -> torch.Tensor:
-        with _blame(self.generator, self._generator_info, f"step {step}"):
+        with _blame(self._generator_info, f"step {step}"):
             image = self.generator()
         if step == 0:
             expected = (1, 3, self.recipe.size[1], self.recipe.size[0])
@@ -510,7 +501,7 @@ class Engine:
         with self._sigint_guard():
             try:
                 for output, info in self.outputs:
-                    with _blame(output, info, "on_start"):
+                    with _blame(info, "on_start"):
                         output.on_start(ctx)
                 self.plugins.hook.run_started(ctx=ctx)
                 for step in range(recipe.steps):
@@ -531,13 +522,13 @@ class Engine:
                         total.backward()
                         self.optimizer.step()
                     self.scheduler.step()
-                    with _blame(self.generator, self._generator_info, f"post_step {step}"):
+                    with _blame(self._generator_info, f"post_step {step}"):
                         self.generator.post_step()
                     steps_done = step + 1
                     detached = image.detach()
                     for output, info in self.outputs:
                         if output.wants(step):
-                            with _blame(output, info, f"step {step}"):
+                            with _blame(info, f"step {step}"):
                                 output.on_step(ctx, step, detached)
                     if observe:
                         self.plugins.hook.run_step(ctx=ctx, step=step, losses=self._row_dict(row))
@@ -591,7 +582,7 @@ class Engine:
             while label in summaries:
                 label, count = f"{info.name}#{count}", count + 1
             try:
-                with _blame(output, info, "on_finish"):
+                with _blame(info, "on_finish"):
                     # None when the final image could not be rendered: outputs still
                     # finish and close what they have.
                     output.on_finish(ctx, final_tensor)  # type: ignore[arg-type]

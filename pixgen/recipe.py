@@ -13,11 +13,12 @@ Loading is in three phases so that nothing is allocated before everything is che
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pixgen.animation import AnimationConfig
-from pixgen.errors import PixgenError, RecipeError
+from pixgen.errors import RecipeError
 from pixgen.plugin import PluginOptions
 from pixgen.plugins import PluginSet, did_you_mean, load_plugins
 from pixgen.steps import Schedule, StepValue
@@ -91,13 +92,11 @@ def _walk_nodes(
         stack.discard(id(node))
 
 
-def parse_yaml(text: str, origin: str = "<string>") -> SourceText:
-    """Parse YAML safely, keeping lines; raise :class:`RecipeError` on anything odd."""
-    if len(text.encode("utf-8", "ignore")) > MAX_RECIPE_BYTES:
-        raise RecipeError(f"{origin}: larger than {MAX_RECIPE_BYTES} bytes; not a recipe")
-    loader = yaml.SafeLoader(text)
+@contextlib.contextmanager
+def _yaml_errors(origin: str) -> Iterator[None]:
+    """PyYAML's exceptions (and runaway nesting) as one RecipeError with the line."""
     try:
-        node = loader.get_single_node()
+        yield
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -107,6 +106,16 @@ def parse_yaml(text: str, origin: str = "<string>") -> SourceText:
         raise RecipeError(f"{origin}: not valid YAML ({exc})") from None
     except RecursionError:
         raise RecipeError(f"{origin}: nested too deeply to be a recipe") from None
+
+
+def parse_yaml(text: str, origin: str = "<string>") -> SourceText:
+    """Parse YAML safely, keeping lines; raise :class:`RecipeError` on anything odd."""
+    if len(text.encode("utf-8", "ignore")) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{origin}: larger than {MAX_RECIPE_BYTES} bytes; not a recipe")
+    loader = yaml.SafeLoader(text)
+    try:
+        with _yaml_errors(origin):
+            node = loader.get_single_node()
     finally:
         loader.dispose()
     lines: dict[Path_, int] = {}
@@ -118,11 +127,8 @@ def parse_yaml(text: str, origin: str = "<string>") -> SourceText:
         raise RecipeError(f"{origin}: {exc.message}") from None
     constructor = yaml.SafeLoader("")
     try:
-        data = constructor.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{origin}: not valid YAML ({exc})") from None
-    except RecursionError:
-        raise RecipeError(f"{origin}: nested too deeply to be a recipe") from None
+        with _yaml_errors(origin):
+            data = constructor.construct_document(node)
     finally:
         constructor.dispose()
     return SourceText(data, lines, origin)
@@ -682,9 +688,6 @@ def load_recipe(
                     f"{parsed.origin}: invalid recipe:\n  {at}plugins[{i}]: plugin file not found: {file}"
                 )
             files.append(file)
-    try:
-        plugin_set = load_plugins(files=files, extra=extra_plugins)
-    except PixgenError:
-        raise
+    plugin_set = load_plugins(files=files, extra=extra_plugins)
     recipe = validate_recipe(parsed, base_dir, plugin_set, overridden, check_files=check_files)
     return recipe, plugin_set

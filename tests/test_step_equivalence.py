@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import reference  # noqa: E402
 
 import pixgen.models.cutouts as cutouts_module  # noqa: E402
-from pixgen.engine import Engine  # noqa: E402
+from pixgen.engine import Engine, _History  # noqa: E402
 from pixgen.recipe import load_recipe  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def engine_and_reference(
     }
     loaded, plugins = load_recipe(recipe)
     engine = Engine(loaded, plugins, write_files=False)
-    engine.history = __import__("pixgen.engine", fromlist=["_History"])._History()
+    engine.history = _History()
     for slot in engine.losses:
         engine.history.column(slot.label)
     engine.ctx.begin_step(0)

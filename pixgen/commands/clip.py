@@ -123,6 +123,10 @@ def read_labels(labels: str | None, labels_file: Path | None) -> list[str]:
     return out
 
 
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="CLIP model, e.g. ViT-B-32/openai")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+
+
 def classify_command(
     images: Annotated[list[Path], typer.Argument(help="image files to classify")],
     labels: Annotated[
@@ -135,12 +139,8 @@ def classify_command(
     template: Annotated[
         str, typer.Option("--template", help="prompt around each label, {} = the label")
     ] = "a photo of {}",
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="CLIP model, e.g. ViT-B-32/openai")
-    ] = "ViT-B-32/openai",
-    device: Annotated[
-        str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")
-    ] = "auto",
+    model: ModelOption = "ViT-B-32/openai",
+    device: DeviceOption = "auto",
     top: Annotated[
         int | None, typer.Option("--top", min=1, help="show only the K likeliest labels")
     ] = None,
@@ -322,12 +322,8 @@ def search_command(
     query: Annotated[str, typer.Argument(help="what to look for, e.g. 'a dog on a beach'")],
     images: Annotated[Path, typer.Option("--images", "-i", help="folder of images to search")],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="how many results")] = 10,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="CLIP model, e.g. ViT-B-32/openai")
-    ] = "ViT-B-32/openai",
-    device: Annotated[
-        str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")
-    ] = "auto",
+    model: ModelOption = "ViT-B-32/openai",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Rank the images of a folder by similarity to a text (embeddings cached in the folder)."""
