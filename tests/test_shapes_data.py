@@ -136,7 +136,7 @@ def test_model_builds_and_file_is_small(tmp_path) -> None:
     from open_clip.model import CLIP
     from safetensors.torch import load_file
 
-    clip = CLIP(**{k: v for k, v in cfg.items() if k != "preprocess_cfg"})
+    clip = CLIP(**{k: v for k, v in cfg.items() if k not in ("preprocess_cfg", "prompt_template")})
     clip.load_state_dict(load_file(str(path)))
     again = load_weights(path)
     x = torch.rand(2, 3, 64, 64)
@@ -181,6 +181,24 @@ def test_train_writes_weights_config_and_metrics(tmp_path) -> None:
     assert 0.0 <= metrics["colour_acc"] <= 1.0
 
 
+def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
+    """The auxiliary attribute heads train alongside and stay out of the saved model; an
+    experimental config is saved as trained (its JSON rebuilds the same architecture)."""
+    from pixgen.shapes import train
+
+    config = json.loads(json.dumps(SHAPES_MODEL_CONFIG))
+    config["vision_cfg"].update(image_size=32, patch_size=8, layers=2)
+    out = tmp_path / "run"
+    args = ["--device", "cpu", "--steps", "2", "--batch", "8", "--eval-n", "16"]
+    args += ["--aux-weight", "1", "--config", json.dumps(config), "--out", str(out)]
+    assert train.main(args) == 0
+    saved = json.loads((out / "shapes.json").read_text())
+    assert saved["vision_cfg"]["image_size"] == 32 and saved["preprocess_cfg"]["size"] == 32
+    model = load_weights(out / "shapes.safetensors")
+    assert len(model.visual.transformer.resblocks) == 2
+    assert json.loads((out / "metrics.json").read_text())["aux_weight"] == 1.0
+
+
 def test_hard_negative_groups_share_colour_or_shape() -> None:
     g = torch.Generator().manual_seed(2)
     attrs = D.sample_attributes(400, "train", g, two_object_prob=0.3, group_size=4)
@@ -190,3 +208,15 @@ def test_hard_negative_groups_share_colour_or_shape() -> None:
     same_shape = (shape == shape[:, :1]).all(1)
     assert bool((same_colour | same_shape).all())
     assert 0.5 < float(same_colour.float().mean()) < 0.95  # mostly colour, sometimes shape
+
+
+def test_sample_pictures_written_with_captions(tmp_path) -> None:
+    assert D.main([str(tmp_path / "s"), "--n", "5", "--size", "48"]) == 0
+    lines = (tmp_path / "s" / "captions.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [f"{i:03d}.png" for i in range(5)]
+    from PIL import Image
+
+    with Image.open(tmp_path / "s" / "004.png") as image:
+        assert image.size == (48, 48) and image.mode == "RGB"
+    first = D.sample_batch(5, "test", seed=0, size=48, two_object_prob=0.25).captions
+    assert [line.split("\t")[1] for line in lines] == first

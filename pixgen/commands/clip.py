@@ -137,8 +137,13 @@ def classify_command(
         Path | None, typer.Option("--labels-file", help="labels, one per line")
     ] = None,
     template: Annotated[
-        str, typer.Option("--template", help="prompt around each label, {} = the label")
-    ] = "a photo of {}",
+        str | None,
+        typer.Option(
+            "--template",
+            help="prompt around each label, {} = the label "
+            "[default: the model's own, 'a photo of {}' for most]",
+        ),
+    ] = None,
     model: ModelOption = "ViT-B-32/openai",
     device: DeviceOption = "auto",
     top: Annotated[
@@ -150,9 +155,10 @@ def classify_command(
     import torch
 
     names = read_labels(labels, labels_file)
-    if "{}" not in template:
+    if template is not None and "{}" not in template:
         raise PixgenError(f"--template {template!r} must contain {{}} where the label goes")
     clip = _load_model(model, device)
+    template = template or clip.prompt_template
     text = clip.encode_text([template.replace("{}", label) for label in names])
     failed: list[str] = []
     done, features = _embed(clip, images, failed)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "ViT-B-32/openai"
 """The model commands use when ``--model`` is not given."""
 
+DEFAULT_PROMPT_TEMPLATE = "a photo of {}"  # CLIP paper's zero-shot default
 BUNDLED_DIRS: list[Path] = [Path(__file__).parent / "bundled"]
 """Folders holding bundled models (``NAME.json`` + ``NAME.safetensors`` -> ``pixgen/NAME``)."""
 
@@ -199,6 +200,7 @@ class _Recipe:
     mean: tuple[float, ...] = OPENAI_MEAN
     std: tuple[float, ...] = OPENAI_STD
     quick_gelu: bool = False
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     registry_arch: str | None = None  # set when the config came from open_clip's registry
 
 
@@ -216,7 +218,10 @@ def _read_config(path: Path) -> _Recipe:
         )
     model_cfg = copy.deepcopy(model_cfg)
     pre = model_cfg.pop("preprocess_cfg", None) or data.get("preprocess_cfg") or {}
+    template = model_cfg.pop("prompt_template", None) or data.get("prompt_template")
     recipe = _Recipe(model_cfg)
+    if isinstance(template, str) and "{}" in template:
+        recipe.prompt_template = template
     if pre.get("mean"):
         recipe.mean = tuple(float(v) for v in pre["mean"])
     if pre.get("std"):
@@ -328,7 +333,9 @@ class ClipModel:
     """A frozen open_clip model with its tokenizer and image normalisation.
 
     Images go in as float ``[N, 3, H, W]`` in [0, 1] at :attr:`input_size`; features come
-    out L2-normalised. ``model`` is the open_clip module itself.
+    out L2-normalised. ``model`` is the open_clip module itself. ``prompt_template`` is how
+    a bare label becomes a prompt for this model (``"a photo of {}"`` unless its config
+    says otherwise).
     """
 
     def __init__(
@@ -338,8 +345,10 @@ class ClipModel:
         tokenizer: Any,
         mean: Sequence[float],
         std: Sequence[float],
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     ):
         self.name = name
+        self.prompt_template = prompt_template
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         param = next(model.parameters())
@@ -408,7 +417,9 @@ def _finish(
     dtype: torch.dtype,
 ) -> ClipModel:
     model = model.to(device=torch.device(device), dtype=dtype)
-    return ClipModel(name, model, _tokenizer(recipe), recipe.mean, recipe.std)
+    return ClipModel(
+        name, model, _tokenizer(recipe), recipe.mean, recipe.std, recipe.prompt_template
+    )
 
 
 def _recipe_for(spec: ModelSpec) -> _Recipe:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -660,3 +661,49 @@ class CaptionTokenizer:
             ids = [*ids[: self.context_length - 1], eot]
             out[i, : len(ids)] = torch.tensor(ids)
         return out
+
+
+# --------------------------------------------------------------------------- samples on disk
+
+
+def write_samples(
+    folder: str | Path, n: int, split: str = "test", seed: int = 0, size: int = 96
+) -> list[Path]:
+    """Save ``n`` captioned pictures as ``NNN.png`` plus ``captions.txt`` (``file<TAB>caption``
+    per line): something to try ``pixgen classify`` and ``pixgen search`` on."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    batch = sample_batch(n, split, seed=seed, size=size, two_object_prob=0.25)
+    pixels = (batch.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    paths, lines = [], []
+    for i, (image, caption) in enumerate(zip(pixels, batch.captions, strict=True)):
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(image, "RGB").save(path)
+        paths.append(path)
+        lines.append(f"{path.name}\t{caption}")
+    (folder / "captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pixgen.shapes.data",
+        description="Write captioned pictures of shapes (the data pixgen/shapes learns from).",
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--n", type=int, default=40, help="how many pictures")
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=96, help="side in pixels")
+    args = parser.parse_args(argv)
+    paths = write_samples(args.folder, args.n, args.split, args.seed, args.size)
+    print(f"wrote {len(paths)} pictures and captions.txt to {args.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pixgen.shapes import data as D
-from pixgen.shapes.model import CONTEXT_LENGTH, load_weights, normalize
+from pixgen.shapes.model import CONTEXT_LENGTH, input_size, load_weights, normalize
 
 DEFAULT_WEIGHTS = (
     Path(__file__).resolve().parent.parent / "models" / "bundled" / "shapes.safetensors"
@@ -46,9 +46,9 @@ def encode_images(
     model: torch.nn.Module, images: torch.Tensor, device: torch.device, chunk: int = 500
 ) -> torch.Tensor:
     """Normalised image embeddings, fp32, ``[N, D]``."""
-    out = []
+    out, size = [], input_size(model)
     for i in range(0, len(images), chunk):
-        x = normalize(images[i : i + chunk].to(device))
+        x = normalize(images[i : i + chunk].to(device), size)
         with _autocast(device):
             out.append(model.encode_image(x, normalize=True).float())
     return torch.nn.functional.normalize(torch.cat(out), dim=-1)

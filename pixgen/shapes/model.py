@@ -1,9 +1,9 @@
 """The ``pixgen/shapes`` model: a small open_clip ``CLIP``, its config and its weight files.
 
 The weights are saved as fp16 safetensors (``shapes.safetensors``) with the config next to
-them (``shapes.json``, open_clip's model-config format plus ``preprocess_cfg``), so any
-program with open_clip can rebuild it: ``open_clip.model.CLIP(**cfg)`` then
-``load_state_dict``.
+them (``shapes.json``, open_clip's model-config format plus ``preprocess_cfg`` and pixgen's
+``prompt_template``), so any program with open_clip can rebuild it: drop those two keys,
+``open_clip.model.CLIP(**cfg)``, then ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ SHAPES_MODEL_CONFIG: dict[str, Any] = {
     },
 }
 PREPROCESS_CFG: dict[str, Any] = {"mean": list(MEAN), "std": list(STD), "size": IMAGE_SIZE}
+# How `pixgen classify` turns a bare label into a prompt: captions here are plain
+# descriptions ("a red circle"); CLIP's "a photo of {}" uses words the model never saw.
+PROMPT_TEMPLATE = "{}"
 
 
 def build_model(config: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -52,17 +55,24 @@ def build_model(config: dict[str, Any] | None = None) -> torch.nn.Module:
 
     cfg = copy.deepcopy(config or SHAPES_MODEL_CONFIG)
     cfg.pop("preprocess_cfg", None)
+    cfg.pop("prompt_template", None)
     return CLIP(**cfg)
 
 
 _NORM_CACHE: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] RGB ``[B, 3, H, W]`` -> the model's input (resized to 64 if needed)."""
-    if images.shape[-1] != IMAGE_SIZE or images.shape[-2] != IMAGE_SIZE:
+def input_size(model: torch.nn.Module) -> int:
+    """The side of the square images ``model``'s vision tower takes."""
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def normalize(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """[0, 1] RGB ``[B, 3, H, W]`` -> the model's input (resized to ``size`` if needed)."""
+    if images.shape[-1] != size or images.shape[-2] != size:
         images = torch.nn.functional.interpolate(
-            images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True
+            images, size=(size, size), mode="bilinear", antialias=True
         )
     key = (images.device, images.dtype)
     if key not in _NORM_CACHE:  # a fresh GPU tensor per call would stall the stream
@@ -76,12 +86,16 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 def config_json(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON written next to the weights: model config + ``preprocess_cfg``."""
     cfg = copy.deepcopy(config or SHAPES_MODEL_CONFIG)
-    cfg["preprocess_cfg"] = dict(PREPROCESS_CFG)
+    cfg["preprocess_cfg"] = {**PREPROCESS_CFG, "size": cfg["vision_cfg"]["image_size"]}
+    cfg["prompt_template"] = PROMPT_TEMPLATE
     return cfg
 
 
 def save_weights(
-    model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None
+    model: torch.nn.Module,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``path`` (fp16 safetensors) and its config (``shapes.json`` for ``shapes.safetensors``) beside it; returns ``path``."""
     from safetensors.torch import save_file
@@ -96,7 +110,7 @@ def save_weights(
     save_file(state, str(tmp), metadata=meta)
     tmp.chmod(0o644)  # a package data file: readable by all
     tmp.replace(path)  # atomic: a kill mid-write never leaves a truncated file
-    path.with_suffix(".json").write_text(json.dumps(config_json(), indent=2) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(config_json(config), indent=2) + "\n")
     return path
 
 
