@@ -6,6 +6,7 @@ Zero-shot accuracy of colour, shape and position on single-object images (one pr
 class naming that attribute alone: "a red shape", "a circle", "a shape at the left"; also
 reported: CLIP-style prompt ensembles, and the same images as cropped cutouts), and text->image retrieval precision@5 over a pool of
 held-out images: a retrieved image is correct when it has every attribute the query names.
+For diagnosis it also prints shape accuracy on colour-shape pairs seen in training.
 """
 
 from __future__ import annotations
@@ -173,6 +174,13 @@ def evaluate(
         pred = (img @ cls.T).argmax(-1).cpu()
         out[f"{name}_acc_ensemble"] = float((pred == truth[name]).float().mean())
 
+    # Shape on colour-shape pairs seen in training: tells "cannot see shapes" apart from
+    # "cannot compose a colour with a shape it never came with".
+    seen = D.sample_batch(n, "train", seed=ACC_SEED + 3, device="cpu", two_object_prob=0.0)
+    cls = _class_embeddings(model, prompts["shape"], device, tokenizer)
+    pred = (encode_images(model, seen.images, device) @ cls.T).argmax(-1).cpu()
+    out["shape_acc_seen_pairs"] = float((pred == seen.attrs.shape[:, 0]).float().mean())
+
     texts, claims, kinds = retrieval_queries()
     relevant = D.match_matrix(pool.attrs, claims).T  # [Q, N]
     keep = relevant.sum(-1) >= k  # a query needs k right answers to be scored at k
@@ -208,6 +216,10 @@ def format_table(metrics: dict[str, Any]) -> str:
             f"  {key:<16}{metrics[key]:>8.3f}"
             f"{'' if target is None else f'{target:>9.2f}'}"
             f"{'' if chance is None else f'{chance:>9.3f}'}{verdict}"
+        )
+    if "shape_acc_seen_pairs" in metrics:
+        lines.append(
+            f"  shape on colour-shape pairs seen in training: {metrics['shape_acc_seen_pairs']:.3f}"
         )
     for suffix, label in (("cutouts", "on cutout-like crops"), ("ensemble", "prompt ensembles")):
         keys = [k for k in ("colour", "shape", "position") if f"{k}_acc_{suffix}" in metrics]
