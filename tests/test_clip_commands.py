@@ -217,13 +217,14 @@ def test_search_skips_unreadable_files(
 ) -> None:
     folder = tmp_path / "photos"
     write_images(folder, 2)
-    (folder / "readme.txt").write_text("hello")
+    (folder / "broken.png").write_text("not a png")
+    (folder / "readme.txt").write_text("hello")  # not an image file: left alone
     code, data, err = run_json(
         capsys, ["search", "a cat", "--images", str(folder), "--model", tiny, "--json"]
     )
     assert code == 1
-    assert len(data["results"]) == 2 and "readme.txt" in err
-    assert data["failed"] == [str(folder / "readme.txt")]
+    assert len(data["results"]) == 2 and "broken.png" in err and "readme.txt" not in err
+    assert data["failed"] == [str(folder / "broken.png")]
 
 
 def test_search_a_damaged_index_is_rebuilt(

@@ -264,11 +264,20 @@ class ImageIndex:
 
 
 def _folder_files(folder: Path) -> list[Path]:
+    """The folder's image files by extension; hidden files (the index) and other files
+    (notes, captions, sidecars) are left alone, not reported."""
+    from PIL import Image as PILImage
+
     if not folder.is_dir():
         raise PixgenError(f"--images {folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    image_suffixes = {ext.lower() for ext in PILImage.registered_extensions()}
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in image_suffixes
+    )
     if not files:
-        raise PixgenError(f"--images {folder}: the folder has no files to search")
+        raise PixgenError(f"--images {folder}: the folder has no image files to search")
     return files
 
 
