@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pixgen.cli import main
 from pixgen.models.clip import bundled_models, load_clip
@@ -23,15 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def write_shapes(folder: Path, n: int, seed: int) -> tuple[list[Path], D.Attributes]:
-    """``n`` single-object held-out images as 96-pixel PNGs, one colour each where possible."""
-    batch = D.sample_batch(n, "test", seed=seed, size=96, two_object_prob=0.0)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(batch.images):
-        pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
-        path = folder / f"shape{i:02d}.png"
-        Image.fromarray(pixels, "RGB").save(path)
-        paths.append(path)
+    """``n`` single-object held-out pictures as 96-pixel PNGs (and what they show)."""
+    paths, batch = D.write_samples(folder, n, "test", seed=seed, two_object_prob=0.0)
     return paths, batch.attrs
 
 

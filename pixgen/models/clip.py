@@ -329,6 +329,12 @@ def _load_weights(model: torch.nn.Module, checkpoint: Path, name: str) -> None:
         ) from exc
 
 
+def vision_input_size(model: torch.nn.Module) -> tuple[int, int]:
+    """(height, width) of the images an open_clip model's vision tower takes."""
+    size = getattr(model.visual, "image_size", 224)
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 class ClipModel:
     """A frozen open_clip model with its tokenizer and image normalisation.
 
@@ -355,10 +361,7 @@ class ClipModel:
         self.device, self.dtype = param.device, param.dtype
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
-        size = getattr(model.visual, "image_size", 224)
-        self.input_size: tuple[int, int] = (
-            (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        )
+        self.input_size = vision_input_size(model)
         # Read once at load time so that scoring never syncs for it.
         self.logit_scale = float(model.logit_scale.detach().float().exp().reshape(-1)[0])
         bias = getattr(model, "logit_bias", None)

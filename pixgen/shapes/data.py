@@ -667,15 +667,21 @@ class CaptionTokenizer:
 
 
 def write_samples(
-    folder: str | Path, n: int, split: str = "test", seed: int = 0, size: int = 96
-) -> list[Path]:
+    folder: str | Path,
+    n: int,
+    split: str = "test",
+    seed: int = 0,
+    size: int = 96,
+    two_object_prob: float = 0.25,
+) -> tuple[list[Path], Batch]:
     """Save ``n`` captioned pictures as ``NNN.png`` plus ``captions.txt`` (``file<TAB>caption``
-    per line): something to try ``pixgen classify`` and ``pixgen search`` on."""
+    per line): something to try ``pixgen classify`` and ``pixgen search`` on. Returns the
+    files and the batch they show."""
     from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    batch = sample_batch(n, split, seed=seed, size=size, two_object_prob=0.25)
+    batch = sample_batch(n, split, seed=seed, size=size, two_object_prob=two_object_prob)
     pixels = (batch.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     paths, lines = [], []
     for i, (image, caption) in enumerate(zip(pixels, batch.captions, strict=True)):
@@ -684,7 +690,7 @@ def write_samples(
         paths.append(path)
         lines.append(f"{path.name}\t{caption}")
     (folder / "captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return paths
+    return paths, batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -700,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=96, help="side in pixels")
     args = parser.parse_args(argv)
-    paths = write_samples(args.folder, args.n, args.split, args.seed, args.size)
+    paths, _ = write_samples(args.folder, args.n, args.split, args.seed, args.size)
     print(f"wrote {len(paths)} pictures and captions.txt to {args.folder}")
     return 0
 

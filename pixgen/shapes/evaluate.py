@@ -164,8 +164,9 @@ def evaluate(
     aug = D.augment(acc_set.images, torch.Generator().manual_seed(ACC_SEED + 1), seed=ACC_SEED + 2)
     img_aug = encode_images(model, aug, device)
     ensembles = zero_shot_prompts(ensemble=True)
+    classes: dict[str, torch.Tensor] = {}
     for name, groups in prompts.items():
-        cls = _class_embeddings(model, groups, device, tokenizer)
+        cls = classes[name] = _class_embeddings(model, groups, device, tokenizer)
         pred = (img @ cls.T).argmax(-1).cpu()
         out[f"{name}_acc"] = float((pred == truth[name]).float().mean())
         pred = (img_aug @ cls.T).argmax(-1).cpu()
@@ -177,8 +178,7 @@ def evaluate(
     # Shape on colour-shape pairs seen in training: tells "cannot see shapes" apart from
     # "cannot compose a colour with a shape it never came with".
     seen = D.sample_batch(n, "train", seed=ACC_SEED + 3, device="cpu", two_object_prob=0.0)
-    cls = _class_embeddings(model, prompts["shape"], device, tokenizer)
-    pred = (encode_images(model, seen.images, device) @ cls.T).argmax(-1).cpu()
+    pred = (encode_images(model, seen.images, device) @ classes["shape"].T).argmax(-1).cpu()
     out["shape_acc_seen_pairs"] = float((pred == seen.attrs.shape[:, 0]).float().mean())
 
     texts, claims, kinds = retrieval_queries()

@@ -64,8 +64,9 @@ _NORM_CACHE: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Te
 
 def input_size(model: torch.nn.Module) -> int:
     """The side of the square images ``model``'s vision tower takes."""
-    size = model.visual.image_size
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
+    from pixgen.models.clip import vision_input_size
+
+    return vision_input_size(model)[0]
 
 
 def normalize(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 group_size=args.group,
             )
             tokens = tokenizer(batch.captions).to(device, non_blocking=True)
-            match = D.match_matrix(batch.attrs.to(device), batch.claims)
+            attrs = batch.attrs.to(device)
+            match = D.match_matrix(attrs, batch.claims)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 img = model.encode_image(normalize(batch.images, size))
                 txt = model.encode_text(tokens, normalize=True)
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 F.normalize(img, dim=-1), txt.float(), model.logit_scale.exp(), match
             )
             if aux is not None:
-                loss = loss + args.aux_weight * aux(img, batch.attrs.to(device))
+                loss = loss + args.aux_weight * aux(img, attrs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
