@@ -199,6 +199,40 @@ def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     assert json.loads((out / "metrics.json").read_text())["aux_weight"] == 1.0
 
 
+def test_fine_tuning_starts_from_saved_weights_and_trains_adversarially(
+    tiny_weights, tmp_path
+) -> None:
+    """``--init`` continues from a saved model (its weights, not a fresh draw) and
+    ``--adv-eps`` trains on perturbed images; both are recorded in the metrics."""
+    from pixgen.shapes import train
+
+    out = tmp_path / "tuned"
+    args = ["--device", "cpu", "--steps", "1", "--batch", "8", "--eval-n", "16", "--lr", "0"]
+    args += ["--init", str(tiny_weights), "--adv-eps", "1", "--out", str(out)]
+    assert train.main(args) == 0
+    before, after = load_weights(tiny_weights), load_weights(out / "shapes.safetensors")
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # learning rate 0: the start is the saved model
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adv_eps"] == 1.0 and metrics["init"] == str(tiny_weights)
+
+
+def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
+    from pixgen.shapes.train import adversarial_images
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 16, 16) * 0.8 + 0.1
+    target = torch.rand(4, 3, 16, 16)
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        return -((x - target) ** 2).sum()  # highest far from target
+
+    moved = adversarial_images(images, 0.5, loss_fn)
+    assert moved.shape == images.shape and 0 <= float(moved.min()) <= float(moved.max()) <= 1
+    assert float((moved - images).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
+    assert float(loss_fn(moved)) > float(loss_fn(images))
+
+
 def test_hard_negative_groups_share_colour_or_shape() -> None:
     g = torch.Generator().manual_seed(2)
     attrs = D.sample_attributes(400, "train", g, two_object_prob=0.3, group_size=4)

@@ -98,11 +98,11 @@ def paint(prompt: str, seed: int, tmp_path: Path) -> np.ndarray:
     return np.asarray(result.image)
 
 
-# The issue asks for 4 of 5 prompts per seed. The shipped CPU-trained model reaches 3, 3
-# and 2 of 5 for seeds 0, 1, 2 (red circle and yellow square always, orange ring twice,
-# green triangle and white star never): the test holds that level so it cannot slip
-# unnoticed, and the gap is recorded in the README ("Known gaps").
-MIN_PASSED_PER_SEED = 2
+# The issue asks for 4 of 5 prompts per seed. The shipped (adversarially fine-tuned) model
+# reaches 4 of 5 for each of seeds 0, 1, 2 (the green triangle fails for seeds 0 and 1, the
+# yellow square for seed 2), with thin margins; the quick start starts from grey, so the
+# seed changes only the cutouts drawn.
+MIN_PASSED_PER_SEED = 4
 
 
 @pytest.mark.slow
