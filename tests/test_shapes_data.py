@@ -217,6 +217,13 @@ def test_fine_tuning_starts_from_saved_weights_and_trains_adversarially(
     assert metrics["adv_eps"] == 1.0 and metrics["init"] == str(tiny_weights)
 
 
+def test_fine_tuning_from_a_missing_file_says_so(tmp_path, capsys) -> None:
+    from pixgen.shapes import train
+
+    assert train.main(["--init", str(tmp_path / "none.safetensors"), "--device", "cpu"]) == 2
+    assert "no weights" in capsys.readouterr().err
+
+
 def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
     from pixgen.shapes.train import adversarial_images
 

@@ -10,8 +10,9 @@ The run fits a wall-clock budget (``--minutes``, evaluation included). With ``--
 (the default) the step count is fixed after the warm-up from the measured speed and
 printed; rerunning with ``--steps N --warmup W`` and enough minutes repeats the run
 exactly (same seed, same data, same schedule; bitwise only on the same hardware).
-Weights are saved every minute, on SIGTERM/Ctrl-C and at the end, then evaluated:
-``DIR/shapes.safetensors``, ``DIR/shapes.json``, ``DIR/metrics.json``.
+``--init FILE`` fine-tunes a saved model instead (how the shipped model's second stage,
+``--adv-eps 1``, was made). Weights are saved every minute, on SIGTERM/Ctrl-C and at the
+end, then evaluated: ``DIR/shapes.safetensors``, ``DIR/shapes.json``, ``DIR/metrics.json``.
 """
 
 from __future__ import annotations
@@ -236,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         torch.set_float32_matmul_precision("high")  # TF32 for the few fp32 matmuls
     if args.init is not None:
-        config = model_config(str(args.init.with_suffix(".json")))
-        for key in ("preprocess_cfg", "prompt_template"):
-            config.pop(key, None)
+        if not args.init.is_file():
+            print(f"error: --init: no weights at {args.init}", file=sys.stderr)
+            return 2
+        beside = args.init.with_suffix(".json")
+        config = model_config(str(beside) if beside.is_file() else None)
+        config = {k: v for k, v in config.items() if k not in ("preprocess_cfg", "prompt_template")}
         model = load_weights(args.init)
     else:
         config = model_config(args.config)
