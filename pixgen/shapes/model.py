@@ -115,14 +115,18 @@ def save_weights(
     return path
 
 
+def config_beside(path: str | Path) -> dict[str, Any] | None:
+    """The config saved next to weights ``path`` (``shapes.json``), or None if there is none."""
+    cfg_path = Path(path).with_suffix(".json")
+    return json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+
+
 def load_weights(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild the model from ``path`` (and its ``.json`` config beside it when present)."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    cfg_path = path.with_suffix(".json")
-    config = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
-    model = build_model(config)
+    model = build_model(config_beside(path))
     state = load_file(str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(device).eval()

@@ -41,6 +41,7 @@ from pixgen.shapes.model import (  # noqa: E402
     CONTEXT_LENGTH,
     SHAPES_MODEL_CONFIG,
     build_model,
+    config_beside,
     input_size,
     load_weights,
     normalize,
@@ -189,8 +190,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--adv-eps",
         type=float,
         default=0.0,
-        help="train on adversarial images: each image moved by one signed-gradient step "
-        "(L2 radius EPS in [0, 1] pixel units, random start) that raises the loss; 0 = off. "
+        help="train on adversarial images: each image moved by one gradient step that raises "
+        "the loss (within L2 radius EPS in [0, 1] pixel units, random start); 0 = off. "
         "Robust models have gradients that look like the thing named, which is what "
         "text-guided painting follows",
     )
@@ -240,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.init.is_file():
             print(f"error: --init: no weights at {args.init}", file=sys.stderr)
             return 2
-        beside = args.init.with_suffix(".json")
-        config = model_config(str(beside) if beside.is_file() else None)
-        config = {k: v for k, v in config.items() if k not in ("preprocess_cfg", "prompt_template")}
+        config = config_beside(args.init) or SHAPES_MODEL_CONFIG  # saved as it was loaded
         model = load_weights(args.init)
     else:
         config = model_config(args.config)
