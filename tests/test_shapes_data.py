@@ -184,6 +184,8 @@ def test_train_writes_weights_config_and_metrics(tmp_path) -> None:
 def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     """The auxiliary attribute heads train alongside and stay out of the saved model; an
     experimental config is saved as trained (its JSON rebuilds the same architecture)."""
+    from safetensors.torch import load_file
+
     from pixgen.shapes import train
 
     config = json.loads(json.dumps(SHAPES_MODEL_CONFIG))
@@ -196,6 +198,17 @@ def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     assert saved["vision_cfg"]["image_size"] == 32 and saved["preprocess_cfg"]["size"] == 32
     model = load_weights(out / "shapes.safetensors")
     assert len(model.visual.transformer.resblocks) == 2
+
+    # The ResNet tower ("--config resnet"): BatchNorm's integer step counters are saved as
+    # integers (fp16 would overflow them), the weights as fp16.
+    resnet = tmp_path / "resnet"
+    assert train.main([*args[:-4], "--config", "resnet", "--out", str(resnet)]) == 0
+    assert json.loads((resnet / "shapes.json").read_text())["vision_cfg"]["layers"] == [1, 1, 1, 1]
+    state = load_file(str(resnet / "shapes.safetensors"))
+    counters = {k: v for k, v in state.items() if k.endswith("num_batches_tracked")}
+    assert counters and all(v.dtype == torch.int64 and int(v) == 2 for v in counters.values())
+    assert {v.dtype for k, v in state.items() if k not in counters} == {torch.float16}
+    assert hasattr(load_weights(resnet / "shapes.safetensors").visual, "attnpool")
     assert json.loads((out / "metrics.json").read_text())["aux_weight"] == 1.0
 
 

@@ -26,6 +26,8 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 # token embedding (49408 x width) dominates the size: text width 96 keeps the fp16 file
 # under 16 MiB, the most a device run can hand back in one file. Captions use a few dozen
 # words, so a narrow text tower loses little; the width goes to the vision tower.
+# (A ModifiedResNet tower, ``RESNET_VISION_CFG``, learns shape far better on a CPU budget
+# but guides pictures worse; see benchmarks/RESULTS.md.)
 SHAPES_MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 128,
     "vision_cfg": {
@@ -42,6 +44,14 @@ SHAPES_MODEL_CONFIG: dict[str, Any] = {
         "heads": 4,
         "layers": 4,
     },
+}
+# open_clip's ModifiedResNet (a list of layers selects it), width 24, one bottleneck per
+# stage: the vision tower tried in place of the ViT (``train --config resnet``).
+RESNET_VISION_CFG: dict[str, Any] = {
+    "image_size": IMAGE_SIZE,
+    "layers": [1, 1, 1, 1],
+    "width": 24,
+    "head_width": 32,
 }
 PREPROCESS_CFG: dict[str, Any] = {"mean": list(MEAN), "std": list(STD), "size": IMAGE_SIZE}
 # How `pixgen classify` turns a bare label into a prompt: captions here are plain
@@ -103,8 +113,10 @@ def save_weights(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Integer buffers (BatchNorm's step counter) keep their type: fp16 would overflow.
     state = {
-        k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()
+        k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
     }
     meta = {"format": "pt", "model": MODEL_NAME, **(metadata or {})}
     tmp = path.with_suffix(".tmp")
@@ -128,5 +140,5 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> torch.
     path = Path(path)
     model = build_model(config_beside(path))
     state = load_file(str(path))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device).eval()

@@ -39,6 +39,7 @@ from pixgen.shapes import data as D  # noqa: E402
 from pixgen.shapes.evaluate import evaluate, format_table, resolve_device  # noqa: E402
 from pixgen.shapes.model import (  # noqa: E402
     CONTEXT_LENGTH,
+    RESNET_VISION_CFG,
     SHAPES_MODEL_CONFIG,
     build_model,
     config_beside,
@@ -54,6 +55,16 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 100
 # are (position accuracy stayed at chance after 4,445 CPU steps). Ten times larger, it
 # learns positions within a few hundred steps.
 POS_EMBED_INIT_GAIN = 10.0
+
+
+@torch.no_grad()
+def boost_position_embedding(visual: torch.nn.Module) -> None:
+    """Scale the tower's position embedding by ``POS_EMBED_INIT_GAIN``: the ViT's own, or
+    the attention pool's of a ModifiedResNet (same faint init, same cure)."""
+    table = getattr(visual, "positional_embedding", None)
+    if table is None:
+        table = visual.attnpool.positional_embedding
+    table.mul_(POS_EMBED_INIT_GAIN)
 
 
 class AttributeHeads(torch.nn.Module):
@@ -209,8 +220,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--config",
         default=None,
-        help="model config to try instead of the shipped one: a JSON file or inline JSON "
-        "(open_clip's model-config format)",
+        help="model config to try instead of the shipped one: 'resnet' (a ModifiedResNet "
+        "vision tower), a JSON file or inline JSON (open_clip's model-config format)",
     )
     return p.parse_args(argv)
 
@@ -218,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def model_config(arg: str | None) -> dict[str, Any]:
     if arg is None:
         return SHAPES_MODEL_CONFIG
+    if arg == "resnet":
+        return {**SHAPES_MODEL_CONFIG, "vision_cfg": RESNET_VISION_CFG}
     text = arg if arg.lstrip().startswith("{") else Path(arg).read_text()
     return json.loads(text)
 
@@ -246,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = model_config(args.config)
         model = build_model(config)
-        with torch.no_grad():
-            model.visual.positional_embedding.mul_(POS_EMBED_INIT_GAIN)
+        boost_position_embedding(model.visual)
     model = model.to(device).train()
     size = input_size(model)
     n_params = sum(p.numel() for p in model.parameters())
