@@ -12,7 +12,6 @@ training run's folder makes ``pixgen/shapes`` that run's model.
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import tempfile
@@ -20,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import test_shapes_prompts as T
@@ -33,19 +31,17 @@ def main() -> None:
     seeds = overrides.pop("seeds", [0, 1, 2])
     clip_fields = overrides.pop("clip", {})
     smoothness = overrides.pop("smoothness", None)
-    base = yaml.safe_load(T.QUICKSTART.read_text())
     t0, rows = time.monotonic(), []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             row = []
             for i, (prompt, check) in enumerate(T.PROMPTS):
-                recipe = copy.deepcopy(base)
+                recipe = T.prompt_recipe(prompt, seed)
                 for loss in recipe["losses"]:
                     if loss["use"] == "clip":
-                        loss.update(prompts=[prompt], **clip_fields)
+                        loss.update(clip_fields)
                     if loss["use"] == "smoothness" and smoothness is not None:
                         loss["weight"] = smoothness
-                recipe.update(seed=seed, steps=T.STEPS, device="cpu", outputs=[])
                 recipe.update(overrides)
                 result = pixgen.run(recipe, output=Path(tmp) / f"{seed}-{i}")
                 row.append(bool(check(T.colour_map(np.asarray(result.image)))))

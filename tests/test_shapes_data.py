@@ -191,9 +191,9 @@ def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     config = json.loads(json.dumps(SHAPES_MODEL_CONFIG))
     config["vision_cfg"].update(image_size=32, patch_size=8, layers=2)
     out = tmp_path / "run"
-    args = ["--device", "cpu", "--steps", "2", "--batch", "8", "--eval-n", "16"]
-    args += ["--aux-weight", "1", "--config", json.dumps(config), "--out", str(out)]
-    assert train.main(args) == 0
+    quick = ["--device", "cpu", "--steps", "2", "--batch", "8", "--eval-n", "16"]
+    quick += ["--aux-weight", "1"]
+    assert train.main([*quick, "--config", json.dumps(config), "--out", str(out)]) == 0
     saved = json.loads((out / "shapes.json").read_text())
     assert saved["vision_cfg"]["image_size"] == 32 and saved["preprocess_cfg"]["size"] == 32
     model = load_weights(out / "shapes.safetensors")
@@ -202,7 +202,7 @@ def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     # The ResNet tower ("--config resnet"): BatchNorm's integer step counters are saved as
     # integers (fp16 would overflow them), the weights as fp16.
     resnet = tmp_path / "resnet"
-    assert train.main([*args[:-4], "--config", "resnet", "--out", str(resnet)]) == 0
+    assert train.main([*quick, "--config", "resnet", "--out", str(resnet)]) == 0
     assert json.loads((resnet / "shapes.json").read_text())["vision_cfg"]["layers"] == [1, 1, 1, 1]
     state = load_file(str(resnet / "shapes.safetensors"))
     counters = {k: v for k, v in state.items() if k.endswith("num_batches_tracked")}

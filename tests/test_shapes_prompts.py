@@ -88,12 +88,19 @@ QUICKSTART = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.ya
 STEPS = 100  # the quickstart's settings, fewer steps
 
 
-def paint(prompt: str, seed: int, tmp_path: Path) -> np.ndarray:
+def prompt_recipe(prompt: str, seed: int) -> dict:
+    """The quick-start recipe painting ``prompt`` for the test: ``STEPS`` steps, CPU, no
+    outputs (also what ``benchmarks/shapes_prompt_sweep.py`` starts from)."""
     recipe = yaml.safe_load(QUICKSTART.read_text())
     (clip,) = [loss for loss in recipe["losses"] if loss["use"] == "clip"]
     assert clip["models"] == ["pixgen/shapes"]
     clip["prompts"] = [prompt]
     recipe.update(seed=seed, steps=STEPS, device="cpu", outputs=[])
+    return recipe
+
+
+def paint(prompt: str, seed: int, tmp_path: Path) -> np.ndarray:
+    recipe = prompt_recipe(prompt, seed)
     result = pixgen.run(recipe, output=tmp_path / f"{seed}-{prompt[:20].replace(' ', '_')}")
     return np.asarray(result.image)
 
