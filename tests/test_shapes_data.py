@@ -216,18 +216,21 @@ def test_fine_tuning_starts_from_saved_weights_and_trains_adversarially(
     tiny_weights, tmp_path
 ) -> None:
     """``--init`` continues from a saved model (its weights, not a fresh draw) and
-    ``--adv-eps`` trains on perturbed images; both are recorded in the metrics."""
+    ``--adv-eps`` / ``--adv-space`` train on perturbed images; all are recorded in the
+    metrics."""
     from pixgen.shapes import train
 
     out = tmp_path / "tuned"
     args = ["--device", "cpu", "--steps", "1", "--batch", "8", "--eval-n", "16", "--lr", "0"]
-    args += ["--init", str(tiny_weights), "--adv-eps", "1", "--out", str(out)]
+    args += ["--init", str(tiny_weights), "--adv-eps", "1", "--adv-space", "fft:2"]
+    args += ["--out", str(out)]
     assert train.main(args) == 0
     before, after = load_weights(tiny_weights), load_weights(out / "shapes.safetensors")
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
         assert torch.equal(a, b), name  # learning rate 0: the start is the saved model
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["adv_eps"] == 1.0 and metrics["init"] == str(tiny_weights)
+    assert metrics["adv_eps"] == 1.0 and metrics["adv_space"] == "fft:2"
+    assert metrics["init"] == str(tiny_weights)
 
 
 def test_fine_tuning_from_a_missing_file_says_so(tmp_path, capsys) -> None:
@@ -238,7 +241,7 @@ def test_fine_tuning_from_a_missing_file_says_so(tmp_path, capsys) -> None:
 
 
 def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
-    from pixgen.shapes.train import adversarial_images
+    from pixgen.shapes.train import PerturbationSpace, adversarial_images
 
     torch.manual_seed(0)
     images = torch.rand(4, 3, 16, 16) * 0.8 + 0.1
@@ -247,10 +250,34 @@ def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         return -((x - target) ** 2).sum()  # highest far from target
 
-    moved = adversarial_images(images, 0.5, loss_fn)
-    assert moved.shape == images.shape and 0 <= float(moved.min()) <= float(moved.max()) <= 1
-    assert float((moved - images).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
-    assert float(loss_fn(moved)) > float(loss_fn(images))
+    changes = {}
+    for spec in ("pixels", "cells:4", "fft:2"):
+        moved = adversarial_images(images, 0.5, loss_fn, PerturbationSpace(spec))
+        assert moved.shape == images.shape
+        assert 0 <= float(moved.min()) <= float(moved.max()) <= 1
+        assert float((moved - images).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
+        assert float(loss_fn(moved)) > float(loss_fn(images))
+        changes[spec] = moved - images
+    # cells:4: constant over each 4 x 4 block (nothing is clipped: a block of 16 pixels
+    # moves by at most 0.5 / 4 per pixel, and pixels lie in [0.1, 0.9]).
+    blocks = changes["cells:4"].unflatten(2, (4, 4)).unflatten(4, (4, 4))
+    assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks), atol=1e-6)
+
+    # fft:2: smooth, neighbouring pixels change alike (per pixel they would not).
+    def roughness(d: torch.Tensor) -> float:
+        return float((d[..., 1:] - d[..., :-1]).abs().mean() / d.abs().mean())
+
+    assert roughness(changes["fft:2"]) < 0.5 < roughness(changes["pixels"])
+
+
+@pytest.mark.parametrize(
+    "spec", ["cells", "cells:0", "cells:2.5", "fft", "fft:x", "fft:-1", "waves:2", "pixels:3"]
+)
+def test_perturbation_space_rejects_malformed_specs(spec: str) -> None:
+    from pixgen.shapes.train import PerturbationSpace
+
+    with pytest.raises(ValueError, match=r"pixels, cells:N or fft:DECAY|whole number"):
+        PerturbationSpace(spec)
 
 
 def test_hard_negative_groups_share_colour_or_shape() -> None:

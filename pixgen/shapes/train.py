@@ -117,18 +117,81 @@ def _l2(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
 
 
+class PerturbationSpace:
+    """Where adversarial changes are drawn: ``pixels`` (each pixel free), ``cells:N``
+    (N x N blocks of constant colour, the ``pixel`` generator's cells) or ``fft:D`` (a
+    spectrum scaled by 1/f^D, the ``image`` generator's Fourier parameterisation). A model
+    made robust to the changes a painter can make follows that painter's gradients better
+    than one made robust to pixel-fine changes, and keeps more of its fine detail (shape)."""
+
+    def __init__(self, spec: str = "pixels") -> None:
+        kind, _, value = spec.partition(":")
+        try:
+            number = float(value) if value else None
+        except ValueError:
+            number = None
+        if kind == "pixels" and not value:
+            self.kind, self.value = kind, 0.0
+        elif kind in ("cells", "fft") and number is not None and number >= 0:
+            self.kind, self.value = kind, number
+            if kind == "cells" and (number != int(number) or number < 1):
+                raise ValueError(f"cells:N needs a whole number of cells >= 1, not {value!r}")
+        else:
+            raise ValueError(f"expected pixels, cells:N or fft:DECAY, not {spec!r}")
+        self.spec = spec
+
+    def sample(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """Random coordinates of ``n`` changes (not yet scaled)."""
+        if self.kind == "cells":
+            k = int(self.value)
+            return torch.randn(n, c, k, k, device=device)
+        if self.kind == "fft":
+            return torch.randn(n, c, h, w // 2 + 1, 2, device=device)
+        return torch.randn(n, c, h, w, device=device)
+
+    def expand(self, coords: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The pixel-space change ``[n, c, h, w]`` the coordinates stand for (linear)."""
+        if self.kind == "cells":
+            return F.interpolate(coords, size=(h, w), mode="nearest")
+        if self.kind == "fft":
+            # The spectrum shape of the image generator's (plugins/generators/image.py),
+            # without its step-size normalisation: the length is set by the caller.
+            fy = torch.fft.fftfreq(h, device=coords.device)[:, None]
+            fx = torch.fft.rfftfreq(w, device=coords.device)[None, :]
+            scale = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w)) ** -self.value
+            spectrum = torch.view_as_complex(coords.contiguous()) * scale
+            return torch.fft.irfft2(spectrum, s=(h, w), norm="ortho")
+        return coords
+
+
+def perturbation_space(spec: str) -> PerturbationSpace:
+    """``--adv-space``'s parser: a malformed value is a usage error with the reason."""
+    try:
+        return PerturbationSpace(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def adversarial_images(
-    images: torch.Tensor, eps: float, loss_fn: Callable[[torch.Tensor], torch.Tensor]
+    images: torch.Tensor,
+    eps: float,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    space: PerturbationSpace | None = None,
 ) -> torch.Tensor:
     """One-step L2 attack with a random start ("fast adversarial training", Wong et al.
-    2020): each image moves within radius ``eps`` in the direction that raises
-    ``loss_fn``. Costs one extra forward and backward of the image tower."""
-    n = images.shape[0]
-    start = torch.randn_like(images)
-    radius = eps * torch.rand(n, device=images.device).view(-1, 1, 1, 1)
-    delta = (start / _l2(start) * radius).requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn((images + delta).clamp(0, 1)), delta)
-    delta = delta.detach() + 1.25 * eps * grad / _l2(grad)
+    2020): each image moves within radius ``eps`` (pixel units, [0, 1] range) in the
+    direction of ``space`` that raises ``loss_fn``. Costs one extra forward and backward
+    of the image tower."""
+    space = space or PerturbationSpace()
+    n, c, h, w = images.shape
+    coords = space.sample(n, c, h, w, images.device)
+    radius = eps * torch.rand(n, device=images.device)
+    scale = radius / _l2(space.expand(coords, h, w)).flatten()
+    coords = (coords * scale.view(-1, *([1] * (coords.ndim - 1)))).requires_grad_(True)
+    delta = space.expand(coords, h, w)
+    (grad,) = torch.autograd.grad(loss_fn((images + delta).clamp(0, 1)), coords)
+    step = space.expand(grad, h, w)
+    delta = delta.detach() + 1.25 * eps * step / _l2(step)
     delta = delta * (eps / _l2(delta)).clamp(max=1.0)  # back onto the ball
     return (images + delta).clamp(0, 1).detach()
 
@@ -205,6 +268,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the loss (within L2 radius EPS in [0, 1] pixel units, random start); 0 = off. "
         "Robust models have gradients that look like the thing named, which is what "
         "text-guided painting follows",
+    )
+    p.add_argument(
+        "--adv-space",
+        type=perturbation_space,
+        default=PerturbationSpace(),
+        help="with --adv-eps: where the adversarial change is drawn: pixels (default), "
+        "cells:N (N x N blocks of constant colour, as the pixel generator paints) or fft:D "
+        "(a spectrum scaled by 1/f^D, as the image generator paints)",
     )
     p.add_argument(
         "--init",
@@ -331,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             images = batch.images
             if args.adv_eps > 0:
                 images = adversarial_images(
-                    images, args.adv_eps, partial(loss_of, txt=txt.detach())
+                    images, args.adv_eps, partial(loss_of, txt=txt.detach()), args.adv_space
                 )
             loss = loss_of(images, txt=txt)
             opt.zero_grad(set_to_none=True)
@@ -389,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             "group": args.group,
             "aux_weight": args.aux_weight,
             "adv_eps": args.adv_eps,
+            "adv_space": args.adv_space.spec,
             "init": str(args.init) if args.init else None,
             "lr": args.lr,
             "seed": args.seed,
