@@ -48,6 +48,7 @@ from pixgen.shapes.model import (  # noqa: E402
     normalize,
     save_weights,
 )
+from pixgen.spectrum import spectrum_scale  # noqa: E402
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 100
 # open_clip initialises the ViT's position embedding at width**-0.5 (~0.07) against patch
@@ -139,6 +140,7 @@ class PerturbationSpace:
         else:
             raise ValueError(f"expected pixels, cells:N or fft:DECAY, not {spec!r}")
         self.spec = spec
+        self._scales: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     def sample(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:
         """Random coordinates of ``n`` changes (not yet scaled)."""
@@ -154,12 +156,12 @@ class PerturbationSpace:
         if self.kind == "cells":
             return F.interpolate(coords, size=(h, w), mode="nearest")
         if self.kind == "fft":
-            # The spectrum shape of the image generator's (plugins/generators/image.py),
-            # without its step-size normalisation: the length is set by the caller.
-            fy = torch.fft.fftfreq(h, device=coords.device)[:, None]
-            fx = torch.fft.rfftfreq(w, device=coords.device)[None, :]
-            scale = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w)) ** -self.value
-            spectrum = torch.view_as_complex(coords.contiguous()) * scale
+            # The image generator's spectrum, without its step-size normalisation (the
+            # caller sets the length); computed once per size, not three times a step.
+            key = (h, w, coords.device)
+            if key not in self._scales:
+                self._scales[key] = spectrum_scale(h, w, self.value, coords.device)
+            spectrum = torch.view_as_complex(coords.contiguous()) * self._scales[key]
             return torch.fft.irfft2(spectrum, s=(h, w), norm="ortho")
         return coords
 

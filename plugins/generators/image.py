@@ -20,6 +20,7 @@ from pixgen.context import RunContext
 from pixgen.fileio import load_image
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Generator, InputFile, PluginOptions
+from pixgen.spectrum import spectrum_scale
 
 # Square root of the colour correlation of natural images (Lucid's ImageNet estimate).
 _COLOUR_SQRT = torch.tensor(
@@ -48,10 +49,7 @@ class ImageGenerator(Generator):
         h, w = ctx.height, ctx.width
         self.register_buffer("colour", _COLOUR_SQRT.to(ctx.device))
         if options.param == "fft":
-            fy = torch.fft.fftfreq(h)[:, None]
-            fx = torch.fft.rfftfreq(w)[None, :]
-            freq = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w))
-            scale = 1.0 / freq**options.decay
+            scale = spectrum_scale(h, w, options.decay)
             # Sized so that the recipe-level default lr (0.1) moves pixels at a useful pace.
             scale = scale / scale.max() * (h * w) ** 0.5 * 0.75
             self.register_buffer("scale", scale.to(ctx.device))
