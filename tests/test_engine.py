@@ -194,6 +194,7 @@ def test_pixel_cells_are_blocks(basic_recipe: dict) -> None:
     [
         {"use": "pixel", "cells": [64, 48]},
         {"use": "image", "param": "fft"},
+        {"use": "image", "param": "fft", "periodic": True},
         {"use": "image", "param": "pixels"},
     ],
 )
@@ -211,6 +212,24 @@ def test_init_image_starts_from_that_image(
     got = np.asarray(result.image).astype(float)
     want = np.asarray(Image.open(target_png).convert("RGB")).astype(float)
     assert np.abs(got - want).mean() < 4.0
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_image_generator_edges_wrap_only_when_periodic(basic_recipe: dict, periodic: bool) -> None:
+    """A periodic Fourier picture continues its left edge at its right edge (so a prompt
+    "at the left" also paints the right); ``periodic: false`` makes the edges independent."""
+    correlations = []
+    for seed in range(6):
+        result = pixgen.run(
+            dict(basic_recipe, seed=seed, steps=1, losses=[{"use": "smoothness", "weight": 1e-9}]),
+            generator={"use": "image", "decay": 2.0, "init_noise": 1.0, "periodic": periodic},
+            optimizer={"name": "sgd", "lr": 1e-9},
+        )
+        img = np.asarray(result.image).astype(float).mean(-1)
+        correlations.append(np.corrcoef(img[:, 0], img[:, -1])[0, 1])
+        correlations.append(np.corrcoef(img[0], img[-1])[0, 1])
+    mean = float(np.mean(correlations))
+    assert mean > 0.8 if periodic else abs(mean) < 0.5, correlations
 
 
 def test_image_generator_converges_to_target(basic_recipe: dict) -> None:

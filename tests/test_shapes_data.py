@@ -276,8 +276,22 @@ def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
 def test_perturbation_space_rejects_malformed_specs(spec: str) -> None:
     from pixgen.shapes.train import PerturbationSpace
 
-    with pytest.raises(ValueError, match=r"pixels, cells:N or fft:DECAY|whole number"):
+    with pytest.raises(ValueError, match=r"pixels, cells:N, fft:DECAY|whole number"):
         PerturbationSpace(spec)
+
+
+def test_joined_perturbation_spaces_take_turns() -> None:
+    from pixgen.shapes.train import PerturbationSpace, adversarial_images
+
+    space = PerturbationSpace("cells:4+fft:2")
+    assert [space.next_space().spec for _ in range(3)] == ["cells:4", "fft:2", "cells:4"]
+    with pytest.raises(ValueError, match="fft:DECAY"):
+        PerturbationSpace("cells:4+waves")
+    # The next attack (the fourth turn) draws in fft:2: smooth, not blocks of 4 x 4.
+    images = torch.full((2, 3, 16, 16), 0.5)
+    moved = adversarial_images(images, 0.5, lambda x: (x**2).sum(), space)
+    blocks = (moved - images).unflatten(2, (4, 4)).unflatten(4, (4, 4))
+    assert not torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks), atol=1e-6)
 
 
 def test_hard_negative_groups_share_colour_or_shape() -> None:

@@ -123,9 +123,17 @@ class PerturbationSpace:
     (N x N blocks of constant colour, the ``pixel`` generator's cells) or ``fft:D`` (a
     spectrum scaled by 1/f^D, the ``image`` generator's Fourier parameterisation). A model
     made robust to the changes a painter can make follows that painter's gradients better
-    than one made robust to pixel-fine changes, and keeps more of its fine detail (shape)."""
+    than one made robust to pixel-fine changes, and keeps more of its fine detail (shape).
+    ``A+B`` takes turns: one training step draws in A, the next in B."""
 
     def __init__(self, spec: str = "pixels") -> None:
+        self.spec = spec
+        self._turn = 0
+        if "+" in spec:
+            self.kind, self.value = "turns", 0.0
+            self.parts = [PerturbationSpace(part) for part in spec.split("+")]
+            return
+        self.parts = [self]
         kind, _, value = spec.partition(":")
         try:
             number = float(value) if value else None
@@ -138,9 +146,16 @@ class PerturbationSpace:
             if kind == "cells" and (number != int(number) or number < 1):
                 raise ValueError(f"cells:N needs a whole number of cells >= 1, not {value!r}")
         else:
-            raise ValueError(f"expected pixels, cells:N or fft:DECAY, not {spec!r}")
-        self.spec = spec
+            raise ValueError(
+                f"expected pixels, cells:N, fft:DECAY or several joined by +, not {spec!r}"
+            )
         self._scales: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def next_space(self) -> PerturbationSpace:
+        """The space this attack draws in: this one, or the next of its turns."""
+        part = self.parts[self._turn % len(self.parts)]
+        self._turn += 1
+        return part
 
     def sample(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:
         """Random coordinates of ``n`` changes (not yet scaled)."""
@@ -184,7 +199,7 @@ def adversarial_images(
     2020): each image moves within radius ``eps`` (pixel units, [0, 1] range) in the
     direction of ``space`` that raises ``loss_fn``. Costs one extra forward and backward
     of the image tower."""
-    space = space or PerturbationSpace()
+    space = (space or PerturbationSpace()).next_space()
     n, c, h, w = images.shape
     coords = space.sample(n, c, h, w, images.device)
     radius = eps * torch.rand(n, device=images.device)
@@ -277,7 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=PerturbationSpace(),
         help="with --adv-eps: where the adversarial change is drawn: pixels (default), "
         "cells:N (N x N blocks of constant colour, as the pixel generator paints) or fft:D "
-        "(a spectrum scaled by 1/f^D, as the image generator paints)",
+        "(a spectrum scaled by 1/f^D, as the image generator paints); A+B takes turns",
     )
     p.add_argument(
         "--init",

@@ -5,7 +5,10 @@ loss such as CLIP land mostly on high frequencies and the image fills with adver
 noise; parameterising the image by its spectrum, scaled by 1/frequency, and its colours
 in a decorrelated basis (Olah et al., "Feature Visualization", Distill 2017; used by
 Lucid and CLIPDraw-era tools) spreads each update over the whole image, so coarse
-structure appears first. ``param: pixels`` (sigmoid of free logits) converges faster on
+structure appears first. The spectrum spans a canvas twice the picture's size and the
+picture is one quarter of it: a spectrum alone describes a picture that wraps around, and
+a prompt "at the left" would then paint the right edge too (``periodic: true`` keeps
+Lucid's wrapping picture). ``param: pixels`` (sigmoid of free logits) converges faster on
 pure pixel losses such as ``target_image``.
 """
 
@@ -39,6 +42,12 @@ class ImageGenerator(Generator):
             "fft", description="fft: decorrelated spectrum (best with CLIP); pixels: sigmoid logits"
         )
         decay: float = Field(1.0, ge=0, le=3, description="fft: spectrum scaling 1/f^decay")
+        periodic: bool = Field(
+            False,
+            description="fft: true lets the picture wrap around (its left edge continues "
+            "its right edge, its top its bottom, as in Lucid); false paints on a canvas twice "
+            "the size and keeps one quarter, so opposite edges are independent",
+        )
         init_image: InputFile | None = Field(None, description="start from this image")
         init_noise: float = Field(0.01, ge=0, description="spread of the random start")
 
@@ -49,6 +58,7 @@ class ImageGenerator(Generator):
         h, w = ctx.height, ctx.width
         self.register_buffer("colour", _COLOUR_SQRT.to(ctx.device))
         if options.param == "fft":
+            h, w = self._canvas()
             scale = spectrum_scale(h, w, options.decay)
             # Sized so that the recipe-level default lr (0.1) moves pixels at a useful pace.
             scale = scale / scale.max() * (h * w) ** 0.5 * 0.75
@@ -61,9 +71,15 @@ class ImageGenerator(Generator):
         if options.init_image is not None:
             self.init_from_image(load_image(options.init_image, (w, h)).to(ctx.device))
 
+    def _canvas(self) -> tuple[int, int]:
+        """Size of the Fourier canvas: the picture's, or twice it when not periodic."""
+        factor = 1 if self.options.periodic else 2
+        return self.ctx.height * factor, self.ctx.width * factor
+
     def _decorrelated(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum.float()) * self.scale
-        return torch.fft.irfft2(spec, s=(self.ctx.height, self.ctx.width), norm="ortho")
+        x = torch.fft.irfft2(spec, s=self._canvas(), norm="ortho")
+        return x[..., : self.ctx.height, : self.ctx.width]
 
     def forward(self) -> torch.Tensor:
         if self.options.param == "pixels":
@@ -84,6 +100,10 @@ class ImageGenerator(Generator):
             self.logits.copy_(logits)
             return
         decorrelated = torch.einsum("bdhw,dc->bchw", logits, torch.linalg.inv(self.colour).T)
+        if not self.options.periodic:
+            # Mirror to the doubled canvas: its kept quarter is then exactly the image.
+            decorrelated = torch.cat([decorrelated, decorrelated.flip(-1)], dim=-1)
+            decorrelated = torch.cat([decorrelated, decorrelated.flip(-2)], dim=-2)
         spec = torch.fft.rfft2(decorrelated, norm="ortho") / self.scale
         self.spectrum.copy_(torch.view_as_real(spec))
 
