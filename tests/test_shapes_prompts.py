@@ -85,7 +85,7 @@ PROMPTS: list[tuple[str, Callable[[np.ndarray], bool]]] = [
 
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
-STEPS = 100  # the quickstart's settings, fewer steps
+STEPS = 150  # the quickstart's settings, its whole run
 
 
 def prompt_recipe(prompt: str, seed: int) -> dict:
@@ -105,10 +105,10 @@ def paint(prompt: str, seed: int, tmp_path: Path) -> np.ndarray:
     return np.asarray(result.image)
 
 
-# The issue asks for 4 of 5 prompts per seed. The shipped (adversarially fine-tuned) model
-# reaches 4 of 5 for each of seeds 0, 1, 2 (the green triangle fails for seeds 0 and 1, the
-# yellow square for seed 2), with thin margins; the quick start starts from grey, so the
-# seed changes only the cutouts drawn.
+# The issue asks for 4 of 5 prompts per seed. The shipped model reaches 4 of 5 for each of
+# seeds 0, 1, 2 (the orange ring fails for seed 0, the white star for seeds 1 and 2), with
+# no margin: on seeds 3, 4, 5 it passes 7 of 15 (benchmarks/RESULTS.md). The quick start
+# starts from grey, so the seed changes only the cutouts drawn.
 MIN_PASSED_PER_SEED = 4
 
 

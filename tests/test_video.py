@@ -119,12 +119,20 @@ def test_mp4_odd_sizes_and_scale(
     scale: float,
     expected: tuple[int, int],
 ) -> None:
-    # A smooth picture: sharp colour cells that straddle odd pixel columns are smeared by
-    # yuv420p's 2×2 chroma, which says nothing about the padding under test.
+    # A smooth picture (the image generator started from the target, small steps): sharp
+    # colour cells that straddle odd pixel columns are smeared by yuv420p's 2×2 chroma,
+    # which says nothing about the padding under test.
     target = basic_recipe["losses"][0]["image"]
     generator = {"use": "image", "init_image": target}
+    optimizer = {"name": "adam", "lr": 0.05}
     recipe = with_video(
-        {**basic_recipe, "size": list(size), "steps": 6, "generator": generator},
+        {
+            **basic_recipe,
+            "size": list(size),
+            "steps": 6,
+            "generator": generator,
+            "optimizer": optimizer,
+        },
         scale=scale,
         hold_last=0,
     )

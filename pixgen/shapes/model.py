@@ -22,21 +22,31 @@ CONTEXT_LENGTH = 32
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
+# The shipped image tower: open_clip's ModifiedResNet (a list of layers selects it), width
+# 24, one bottleneck per stage, 3 M parameters. Convolutions learn shape apart from colour
+# on a CPU budget where a ViT does not (benchmarks/RESULTS.md).
+RESNET_VISION_CFG: dict[str, Any] = {
+    "image_size": IMAGE_SIZE,
+    "layers": [1, 1, 1, 1],
+    "width": 24,
+    "head_width": 32,
+}
+# The first shipped tower (``train --config vit``): a ViT 64², patch 8, width 192, 5 layers.
+# It names colours and positions as well but barely tells shapes apart.
+VIT_VISION_CFG: dict[str, Any] = {
+    "image_size": IMAGE_SIZE,
+    "patch_size": 8,
+    "width": 192,
+    "layers": 5,
+    "head_width": 32,
+}
 # open_clip model-config format (as in open_clip/model_configs/*.json). The text tower's
 # token embedding (49408 x width) dominates the size: text width 96 keeps the fp16 file
 # under 16 MiB, the most a device run can hand back in one file. Captions use a few dozen
-# words, so a narrow text tower loses little; the width goes to the vision tower.
-# (A ModifiedResNet tower, ``RESNET_VISION_CFG``, learns shape far better on a CPU budget
-# but guides pictures worse; see benchmarks/RESULTS.md.)
+# words, so a narrow text tower loses little.
 SHAPES_MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 128,
-    "vision_cfg": {
-        "image_size": IMAGE_SIZE,
-        "patch_size": 8,
-        "width": 192,
-        "layers": 5,
-        "head_width": 32,
-    },
+    "vision_cfg": RESNET_VISION_CFG,
     "text_cfg": {
         "context_length": CONTEXT_LENGTH,
         "vocab_size": 49408,
@@ -44,14 +54,6 @@ SHAPES_MODEL_CONFIG: dict[str, Any] = {
         "heads": 4,
         "layers": 4,
     },
-}
-# open_clip's ModifiedResNet (a list of layers selects it), width 24, one bottleneck per
-# stage: the vision tower tried in place of the ViT (``train --config resnet``).
-RESNET_VISION_CFG: dict[str, Any] = {
-    "image_size": IMAGE_SIZE,
-    "layers": [1, 1, 1, 1],
-    "width": 24,
-    "head_width": 32,
 }
 PREPROCESS_CFG: dict[str, Any] = {"mean": list(MEAN), "std": list(STD), "size": IMAGE_SIZE}
 # How `pixgen classify` turns a bare label into a prompt: captions here are plain

@@ -39,8 +39,8 @@ from pixgen.shapes import data as D  # noqa: E402
 from pixgen.shapes.evaluate import evaluate, format_table, resolve_device  # noqa: E402
 from pixgen.shapes.model import (  # noqa: E402
     CONTEXT_LENGTH,
-    RESNET_VISION_CFG,
     SHAPES_MODEL_CONFIG,
+    VIT_VISION_CFG,
     build_model,
     config_beside,
     input_size,
@@ -308,17 +308,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--config",
         default=None,
-        help="model config to try instead of the shipped one: 'resnet' (a ModifiedResNet "
-        "vision tower), a JSON file or inline JSON (open_clip's model-config format)",
+        help="model config instead of the shipped one (a ModifiedResNet vision tower): "
+        "'vit' (the first shipped model's ViT tower), a JSON file or inline JSON "
+        "(open_clip's model-config format)",
     )
     return p.parse_args(argv)
 
 
 def model_config(arg: str | None) -> dict[str, Any]:
-    if arg is None:
+    if arg is None or arg == "resnet":
         return SHAPES_MODEL_CONFIG
-    if arg == "resnet":
-        return {**SHAPES_MODEL_CONFIG, "vision_cfg": RESNET_VISION_CFG}
+    if arg == "vit":
+        return {**SHAPES_MODEL_CONFIG, "vision_cfg": VIT_VISION_CFG}
     text = arg if arg.lstrip().startswith("{") else Path(arg).read_text()
     return json.loads(text)
 

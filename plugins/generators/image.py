@@ -46,7 +46,8 @@ class ImageGenerator(Generator):
             False,
             description="fft: true lets the picture wrap around (its left edge continues "
             "its right edge, its top its bottom, as in Lucid); false paints on a canvas twice "
-            "the size and keeps one quarter, so opposite edges are independent",
+            "the size and keeps one quarter, so opposite edges are independent (its steps move "
+            "pixels further at the same lr)",
         )
         init_image: InputFile | None = Field(None, description="start from this image")
         init_noise: float = Field(0.01, ge=0, description="spread of the random start")
