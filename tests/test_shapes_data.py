@@ -291,6 +291,8 @@ def test_joined_perturbation_spaces_take_turns() -> None:
     assert [space.next_space().spec for _ in range(3)] == ["cells:4", "fft:2", "cells:4"]
     with pytest.raises(ValueError, match="fft:DECAY"):
         PerturbationSpace("cells:4+waves")
+    with pytest.raises(TypeError, match="next_space"):
+        space.sample(1, 3, 16, 16, torch.device("cpu"))
     # The next attack (the fourth turn) draws in fft:2: smooth, not blocks of 4 x 4.
     images = torch.full((2, 3, 16, 16), 0.5)
     moved = adversarial_images(images, 0.5, lambda x: (x**2).sum(), space)

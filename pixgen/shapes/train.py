@@ -159,6 +159,8 @@ class PerturbationSpace:
 
     def sample(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:
         """Random coordinates of ``n`` changes (not yet scaled)."""
+        if self.kind == "turns":
+            raise TypeError(f"{self.spec!r} takes turns: draw in its next_space()")
         if self.kind == "cells":
             k = int(self.value)
             return torch.randn(n, c, k, k, device=device)
