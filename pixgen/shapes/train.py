@@ -203,11 +203,12 @@ def adversarial_images(
     of the image tower."""
     space = (space or PerturbationSpace()).next_space()
     n, c, h, w = images.shape
-    coords = space.sample(n, c, h, w, images.device)
-    radius = eps * torch.rand(n, device=images.device)
-    scale = radius / _l2(space.expand(coords, h, w)).flatten()
-    coords = (coords * scale.view(-1, *([1] * (coords.ndim - 1)))).requires_grad_(True)
-    delta = space.expand(coords, h, w)
+    coords = space.sample(n, c, h, w, images.device).requires_grad_(True)
+    radius = eps * torch.rand(n, device=images.device).view(-1, 1, 1, 1)
+    # One expansion serves both: the start is scaled in pixel space (expand is linear), and
+    # the per-image scale leaves the gradient's direction in coordinates unchanged.
+    unit = space.expand(coords, h, w)
+    delta = unit * (radius / _l2(unit.detach()))
     (grad,) = torch.autograd.grad(loss_fn((images + delta).clamp(0, 1)), coords)
     step = space.expand(grad, h, w)
     delta = delta.detach() + 1.25 * eps * step / _l2(step)

@@ -58,13 +58,16 @@ class ImageGenerator(Generator):
         super().__init__(options, ctx)
         h, w = ctx.height, ctx.width
         self.register_buffer("colour", _COLOUR_SQRT.to(ctx.device))
+        # The Fourier canvas: the picture's size, or twice it when not periodic.
+        factor = 1 if options.periodic else 2
+        self.canvas = (h * factor, w * factor)
         if options.param == "fft":
-            h, w = self._canvas()
-            scale = spectrum_scale(h, w, options.decay)
+            ch, cw = self.canvas
+            scale = spectrum_scale(ch, cw, options.decay)
             # Sized so that the recipe-level default lr (0.1) moves pixels at a useful pace.
-            scale = scale / scale.max() * (h * w) ** 0.5 * 0.75
+            scale = scale / scale.max() * (ch * cw) ** 0.5 * 0.75
             self.register_buffer("scale", scale.to(ctx.device))
-            spectrum = torch.randn(1, 3, h, w // 2 + 1, 2) * options.init_noise
+            spectrum = torch.randn(1, 3, ch, cw // 2 + 1, 2) * options.init_noise
             self.spectrum = torch.nn.Parameter(spectrum.to(ctx.device))
         else:
             logits = torch.randn(1, 3, h, w) * options.init_noise
@@ -72,14 +75,9 @@ class ImageGenerator(Generator):
         if options.init_image is not None:
             self.init_from_image(load_image(options.init_image, (w, h)).to(ctx.device))
 
-    def _canvas(self) -> tuple[int, int]:
-        """Size of the Fourier canvas: the picture's, or twice it when not periodic."""
-        factor = 1 if self.options.periodic else 2
-        return self.ctx.height * factor, self.ctx.width * factor
-
     def _decorrelated(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum.float()) * self.scale
-        x = torch.fft.irfft2(spec, s=self._canvas(), norm="ortho")
+        x = torch.fft.irfft2(spec, s=self.canvas, norm="ortho")
         return x[..., : self.ctx.height, : self.ctx.width]
 
     def forward(self) -> torch.Tensor:
