@@ -145,6 +145,62 @@ def test_model_builds_and_file_is_small(tmp_path) -> None:
     assert torch.allclose(again.encode_image(x), ref, atol=1e-4)
 
 
+def test_caption_words_hold_every_token_of_every_caption() -> None:
+    """The saved token embedding keeps only these tokens' rows: a caption must never use
+    another (it would read a zero row)."""
+    tokenizer = D.CaptionTokenizer(32)
+    kept = set(tokenizer.vocabulary_ids())
+    assert len(kept) < 100
+    for split in ("train", "test"):
+        captions = D.sample_batch(3000, split, seed=11).captions
+        assert set(tokenizer(captions).unique().tolist()) <= kept
+    assert {"center", "centre", "stripes", "pixel", "background"} <= set(D.caption_words())
+
+
+def test_saved_weights_keep_only_the_caption_tokens_rows(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``token_rows`` the file stores those rows of the token embedding (a fraction of
+    the full file), and both pixgen's loaders rebuild a model that reads every caption
+    exactly as the saved one; the untrained rows come back as zeros."""
+    from pixgen.errors import WeightsError
+    from pixgen.models.clip import clear_model_cache, load_clip
+
+    torch.manual_seed(0)
+    model = build_model().half().float().eval()
+    tokenizer = D.CaptionTokenizer(32)
+    rows = tokenizer.vocabulary_ids()
+    full = save_weights(model, tmp_path / "full" / "shapes.safetensors")
+    path = save_weights(model, tmp_path / "bundled" / "shapes.safetensors", token_rows=rows)
+    assert path.stat().st_size < 0.6 * full.stat().st_size
+
+    captions = D.sample_batch(16, "test", seed=3).captions
+    tokens = tokenizer(captions)
+    with torch.no_grad():
+        expected = model.encode_text(tokens, normalize=True)
+        again = load_weights(path)
+        assert torch.allclose(again.encode_text(tokens, normalize=True), expected, atol=1e-6)
+    embedding = again.token_embedding.weight
+    assert embedding[rows].abs().sum() > 0
+    assert int(embedding.abs().sum(1).gt(0).sum()) == len(rows)
+
+    monkeypatch.setenv("PIXGEN_BUNDLED_MODELS", str(path.parent))
+    clear_model_cache()
+    clip = load_clip("pixgen/shapes", device="cpu")
+    assert torch.allclose(clip.encode_text(captions), expected, atol=1e-6)
+
+    # Rows of the wrong width: a clear error naming the file, not a traceback.
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    state["token_embedding.weight"] = state["token_embedding.weight"][:, :8].contiguous()
+    save_file(state, str(path))
+    clear_model_cache()
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_clip("pixgen/shapes", device="cpu")
+    clear_model_cache()
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     torch.manual_seed(0)
@@ -208,6 +264,10 @@ def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     state = load_file(str(resnet / "shapes.safetensors"))
     counters = {k: v for k, v in state.items() if k.endswith("num_batches_tracked")}
     assert counters and all(v.dtype == torch.int64 and int(v) == 2 for v in counters.values())
+    # Only the caption words' rows of the token embedding are saved, with their indices.
+    rows = state.pop("token_embedding.weight.rows")
+    assert rows.tolist() == D.CaptionTokenizer(32).vocabulary_ids()
+    assert state["token_embedding.weight"].shape[0] == len(rows)
     assert {v.dtype for k, v in state.items() if k not in counters} == {torch.float16}
     assert hasattr(load_weights(resnet / "shapes.safetensors").visual, "attnpool")
     assert json.loads((out / "metrics.json").read_text())["aux_weight"] == 1.0
@@ -229,9 +289,15 @@ def test_fine_tuning_starts_from_saved_weights_and_trains_adversarially(
     before, after = load_weights(tiny_weights), load_weights(out / "shapes.safetensors")
     # Learning rate 0: every weight is the saved model's (BatchNorm's running statistics
     # still follow the batches, as they do at any learning rate).
+    # (The token embedding is saved for the caption words' rows only: the rest of the
+    # vocabulary is never trained.)
     after_params = dict(after.named_parameters())
+    rows = D.CaptionTokenizer(32).vocabulary_ids()
     for name, a in before.named_parameters():
-        assert torch.equal(a, after_params[name]), name
+        b = after_params[name]
+        if name == "token_embedding.weight":
+            a, b = a[rows], b[rows]
+        assert torch.equal(a, b), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["adv_eps"] == 1.0 and metrics["adv_space"] == "fft:2"
     assert metrics["init"] == str(tiny_weights)

@@ -93,7 +93,7 @@ def prompt_recipe(prompt: str, seed: int) -> dict:
     outputs (also what ``benchmarks/shapes_prompt_sweep.py`` starts from)."""
     recipe = yaml.safe_load(QUICKSTART.read_text())
     (clip,) = [loss for loss in recipe["losses"] if loss["use"] == "clip"]
-    assert clip["models"] == ["pixgen/shapes"]
+    assert clip["models"] == ["pixgen/shapes", "pixgen/shapes-vit"]
     clip["prompts"] = [prompt]
     recipe.update(seed=seed, steps=STEPS, device="cpu", outputs=[])
     return recipe
@@ -105,14 +105,15 @@ def paint(prompt: str, seed: int, tmp_path: Path) -> np.ndarray:
     return np.asarray(result.image)
 
 
-# The issue asks for 4 of 5 prompts per seed. The shipped model reaches 4 of 5 for each of
-# seeds 0, 1, 2 (the orange ring fails for seed 0, the white star for seeds 1 and 2), with
-# no margin: on seeds 3, 4, 5 it passes 7 of 15 (benchmarks/RESULTS.md). The quick start
-# starts from grey, so the seed changes only the cutouts drawn.
+# The issue asks for 4 of 5 prompts per seed. With both shipped models judging, the quick
+# start reaches 4 of 5 or 5 of 5 for every seed 0-11 ("a green triangle at the right" is
+# the one that fails; benchmarks/RESULTS.md). The quick start starts from grey, so the
+# seed changes only the cutouts drawn.
 MIN_PASSED_PER_SEED = 4
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # five 150-step paintings with two models: ~2 min on 2 cores
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prompts_become_pictures(seed: int, tmp_path: Path) -> None:
     passed = []
@@ -120,7 +121,7 @@ def test_prompts_become_pictures(seed: int, tmp_path: Path) -> None:
         labels = colour_map(paint(prompt, seed, tmp_path))
         passed.append((prompt, check(labels)))
     assert sum(ok for _, ok in passed) >= MIN_PASSED_PER_SEED, passed
-    # The first prompt (the quick start's) is the one the model paints reliably.
+    # The first prompt (the quick start's own) must always come out as asked.
     assert passed[0][1], passed
 
 

@@ -19,7 +19,7 @@ A CLIP model is named in one of three ways:
 
 Every form is built the same way: the open_clip class from its config, then
 ``open_clip.load_checkpoint`` with ``weights_only=True`` (pickles are never unpickled
-freely). A loaded model is frozen (``requires_grad_(False)``), in eval mode, on the run's
+freely); a safetensors file may store only some rows of a weight (:data:`ROWS_SUFFIX`). A loaded model is frozen (``requires_grad_(False)``), in eval mode, on the run's
 device, and cached for the process: every loss and command naming it shares one instance.
 """
 
@@ -288,15 +288,64 @@ def _tokenizer(recipe: _Recipe) -> Any:
     return _simple_tokenizer(context_length)
 
 
+ROWS_SUFFIX = ".rows"
+"""A safetensors checkpoint may hold only some rows of a weight ``KEY`` (``[n, ...]``) with
+their indices in ``KEY.rows``; every other row is zero. ``pixgen/shapes`` stores its token
+embedding so: the captions it was trained on use 45 of the vocabulary's 49,408 tokens, and
+the untrained rows would be most of the file."""
+
+
+def expand_row_subsets(
+    state: dict[str, torch.Tensor], model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """``state`` with every ``KEY`` + ``KEY.rows`` pair made the full weight ``model`` has."""
+    subsets = [k for k in state if k.endswith(ROWS_SUFFIX)]
+    if not subsets:
+        return state
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    state = dict(state)
+    for rows_key in subsets:
+        key = rows_key[: -len(ROWS_SUFFIX)]
+        rows, values = state.pop(rows_key), state.get(key)
+        if values is None or key not in shapes:
+            raise KeyError(f"Unexpected key {rows_key!r}: it names no weight of the model")
+        if values.shape[0] != rows.numel() or values.shape[1:] != shapes[key][1:]:
+            raise RuntimeError(
+                f"size mismatch for {key}: {tuple(values.shape)} rows stored, the model has "
+                f"{tuple(shapes[key])}"
+            )
+        full = values.new_zeros(shapes[key])
+        full[rows.long()] = values
+        state[key] = full
+    return state
+
+
+def _has_row_subsets(checkpoint: Path) -> bool:
+    if checkpoint.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), "pt") as f:
+        names = f.keys()  # a safetensors handle is not iterable itself
+    return any(name.endswith(ROWS_SUFFIX) for name in names)
+
+
 def _load_weights(model: torch.nn.Module, checkpoint: Path, name: str) -> None:
-    """``open_clip.load_checkpoint`` with safe unpickling; any failure is a clear error."""
+    """``open_clip.load_checkpoint`` with safe unpickling (a safetensors file with row
+    subsets is expanded first, see :data:`ROWS_SUFFIX`); any failure is a clear error."""
     fix = (
         f"Replace the file (`pixgen models remove {name}` then fetch or import it again)"
         if "/" in name and ":" not in name
         else "Check or replace the file"
     )
     try:
-        _open_clip().load_checkpoint(model, str(checkpoint), strict=True, weights_only=True)
+        if _has_row_subsets(checkpoint):
+            from safetensors.torch import load_file
+
+            state = expand_row_subsets(load_file(str(checkpoint)), model)
+            model.load_state_dict(state, strict=True)
+        else:
+            _open_clip().load_checkpoint(model, str(checkpoint), strict=True, weights_only=True)
     except FileNotFoundError as exc:
         raise WeightsError(f"CLIP model {name!r}: checkpoint file not found: {checkpoint}") from exc
     except (AssertionError, KeyError, RuntimeError) as exc:

@@ -408,6 +408,25 @@ def make_captions(attrs: Attributes, g: torch.Generator) -> tuple[list[str], Cla
     return captions, Claims.stack(rows)
 
 
+def caption_words() -> tuple[str, ...]:
+    """Every word a caption of :func:`make_captions` can contain, sorted.
+
+    Only these words' tokens are ever trained; the rest of the vocabulary keeps its random
+    start, so the saved weights store only these rows (:func:`pixgen.models.clip.expand_row_subsets`).
+    """
+    phrases = [
+        *COLOUR_NAMES,
+        *SHAPES,
+        *SIZES,
+        *(position_phrase(p) for p in range(len(POSITIONS))),
+        "in the center",  # the American spelling _object_claim also writes
+        *_PREFIXES,
+        # the glue of noun_phrase, background_phrase and make_captions
+        "a an shape on background and",
+    ]
+    return tuple(sorted({word for phrase in phrases for word in phrase.split()}))
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -661,6 +680,13 @@ class CaptionTokenizer:
             ids = [*ids[: self.context_length - 1], eot]
             out[i, : len(ids)] = torch.tensor(ids)
         return out
+
+    def vocabulary_ids(self) -> list[int]:
+        """Sorted token ids any caption can hold: its words, start, end and padding (0)."""
+        ids = {0, self.tok.sot_token_id, self.tok.eot_token_id}
+        for word in caption_words():
+            ids.update(self.tok.encode(word))
+        return sorted(ids)
 
 
 # --------------------------------------------------------------------------- samples on disk

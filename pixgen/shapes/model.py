@@ -3,13 +3,17 @@
 The weights are saved as fp16 safetensors (``shapes.safetensors``) with the config next to
 them (``shapes.json``, open_clip's model-config format plus ``preprocess_cfg`` and pixgen's
 ``prompt_template``), so any program with open_clip can rebuild it: drop those two keys,
-``open_clip.model.CLIP(**cfg)``, then ``load_state_dict``.
+``open_clip.model.CLIP(**cfg)``, then ``load_state_dict``. The token embedding is stored
+for the caption words' tokens only (``token_embedding.weight`` rows and their indices in
+``token_embedding.weight.rows``; every other row is zero): put the rows into a zero
+``[vocab_size, width]`` matrix first (:func:`pixgen.models.clip.expand_row_subsets`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,7 @@ PREPROCESS_CFG: dict[str, Any] = {"mean": list(MEAN), "std": list(STD), "size": 
 # How `pixgen classify` turns a bare label into a prompt: captions here are plain
 # descriptions ("a red circle"); CLIP's "a photo of {}" uses words the model never saw.
 PROMPT_TEMPLATE = "{}"
+TOKEN_EMBEDDING = "token_embedding.weight"
 
 
 def build_model(config: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -109,9 +114,14 @@ def save_weights(
     path: str | Path,
     metadata: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
+    token_rows: Sequence[int] | None = None,
 ) -> Path:
-    """Write ``path`` (fp16 safetensors) and its config (``shapes.json`` for ``shapes.safetensors``) beside it; returns ``path``."""
+    """Write ``path`` (fp16 safetensors) and its config (``shapes.json`` for ``shapes.safetensors``)
+    beside it; returns ``path``. With ``token_rows``, only those rows of the token embedding
+    are stored (the tokens training can see; the others never move from their random start)."""
     from safetensors.torch import save_file
+
+    from pixgen.models.clip import ROWS_SUFFIX
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +130,10 @@ def save_weights(
         k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
+    if token_rows is not None:
+        rows = torch.tensor(sorted(set(token_rows)), dtype=torch.int64)
+        state[TOKEN_EMBEDDING] = state[TOKEN_EMBEDDING][rows].contiguous()
+        state[TOKEN_EMBEDDING + ROWS_SUFFIX] = rows
     meta = {"format": "pt", "model": MODEL_NAME, **(metadata or {})}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata=meta)
@@ -139,8 +153,10 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> torch.
     """Rebuild the model from ``path`` (and its ``.json`` config beside it when present)."""
     from safetensors.torch import load_file
 
+    from pixgen.models.clip import expand_row_subsets
+
     path = Path(path)
     model = build_model(config_beside(path))
-    state = load_file(str(path))
+    state = expand_row_subsets(load_file(str(path)), model)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device).eval()

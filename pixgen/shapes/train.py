@@ -457,13 +457,23 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"speed now {avg_rate:.2f} it/s: re-planned to {total} steps")
             if time.monotonic() - last_save > 60:
                 save_weights(
-                    model, weights_path, {"step": str(step), "seed": str(args.seed)}, config
+                    model,
+                    weights_path,
+                    {"step": str(step), "seed": str(args.seed)},
+                    config,
+                    tokenizer.vocabulary_ids(),
                 )
                 last_save = time.monotonic()
     except (_Stop, KeyboardInterrupt) as exc:
         stop_reason = f"interrupted ({exc or 'Ctrl-C'})"
     finally:
-        save_weights(model, weights_path, {"step": str(step), "seed": str(args.seed)}, config)
+        save_weights(
+            model,
+            weights_path,
+            {"step": str(step), "seed": str(args.seed)},
+            config,
+            tokenizer.vocabulary_ids(),
+        )
         train_seconds = time.monotonic() - _T0
         log(f"saved {weights_path} after {step} steps ({stop_reason}), {train_seconds:.0f} s")
 
