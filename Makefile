@@ -10,10 +10,10 @@ STAMP := $(VENV)/.pixgen-installed
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-cache-dir -c constraints.txt -e '.[dev]'
 	# taming's modules only: --no-deps keeps pytorch-lightning (which pixgen never
 	# imports) out of the environment.
-	$(BIN)/python -m pip install -q -c constraints.txt --no-deps 'taming-transformers-rom1504==0.0.6'
+	$(BIN)/python -m pip install -q --no-cache-dir -c constraints.txt --no-deps 'taming-transformers-rom1504==0.0.6'
 	touch $(STAMP)
 
 demo: $(STAMP)
