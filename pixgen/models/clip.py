@@ -19,8 +19,9 @@ A CLIP model is named in one of three ways:
 
 Every form is built the same way: the open_clip class from its config, then
 ``open_clip.load_checkpoint`` with ``weights_only=True`` (pickles are never unpickled
-freely); a safetensors file may store only some rows of a weight (:data:`ROWS_SUFFIX`). A loaded model is frozen (``requires_grad_(False)``), in eval mode, on the run's
-device, and cached for the process: every loss and command naming it shares one instance.
+freely); a safetensors file may store only some rows of a weight (:data:`ROWS_SUFFIX`).
+A loaded model is frozen (``requires_grad_(False)``), in eval mode, on the run's device,
+and cached for the process: every loss and command naming it shares one instance.
 """
 
 from __future__ import annotations
@@ -331,8 +332,10 @@ def _has_row_subsets(checkpoint: Path) -> bool:
 
 
 def _load_weights(model: torch.nn.Module, checkpoint: Path, name: str) -> None:
-    """``open_clip.load_checkpoint`` with safe unpickling (a safetensors file with row
-    subsets is expanded first, see :data:`ROWS_SUFFIX`); any failure is a clear error."""
+    """``open_clip.load_checkpoint`` with safe unpickling; a safetensors file with row
+    subsets (:data:`ROWS_SUFFIX`, written by pixgen, so needing none of open_clip's
+    conversions of third-party checkpoints) is expanded and loaded directly. Any failure
+    is a clear error."""
     fix = (
         f"Replace the file (`pixgen models remove {name}` then fetch or import it again)"
         if "/" in name and ":" not in name

@@ -412,7 +412,8 @@ def caption_words() -> tuple[str, ...]:
     """Every word a caption of :func:`make_captions` can contain, sorted.
 
     Only these words' tokens are ever trained; the rest of the vocabulary keeps its random
-    start, so the saved weights store only these rows (:func:`pixgen.models.clip.expand_row_subsets`).
+    start, so the saved weights store only these rows of the token embedding
+    (:func:`pixgen.models.clip.expand_row_subsets` rebuilds the rest as zeros).
     """
     phrases = [
         *COLOUR_NAMES,
