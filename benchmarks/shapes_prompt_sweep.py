@@ -1,13 +1,15 @@
 """The prompt test of ``tests/test_shapes_prompts.py`` with changed settings: pass matrix.
 
+    python benchmarks/shapes_prompt_sweep.py                  # the quick start, seeds 0-2
     PIXGEN_BUNDLED_MODELS=runs/resnet python benchmarks/shapes_prompt_sweep.py \\
-        '{"generator": {"cells": [8, 8]}, "optimizer": {"name": "adam", "lr": 0.1}, "smoothness": 0.3}'
+        '{"clip": {"models": ["pixgen/shapes"], "cutouts": 32}, "seeds": [3, 4, 5]}'
 
-Paints the test's five prompts with the quick-start recipe (100 steps) for seeds 0, 1, 2
-and judges each picture with the test's pixel checks. The JSON argument overrides recipe
-fields (``generator``, ``optimizer``, ``steps``, ...; ``clip``: fields of the clip loss;
-``smoothness``: its weight; ``seeds``: the seeds). ``PIXGEN_BUNDLED_MODELS`` pointing at a
-training run's folder makes ``pixgen/shapes`` that run's model.
+Paints the test's five prompts with the quick-start recipe (its 150 steps, both shipped
+models) for seeds 0, 1, 2 and judges each picture with the test's pixel checks. The JSON
+argument overrides recipe fields (``generator``, ``optimizer``, ``steps``, ...; ``clip``:
+fields of the clip loss; ``smoothness``: its weight; ``seeds``: the seeds).
+``PIXGEN_BUNDLED_MODELS`` pointing at a training run's folder makes ``pixgen/shapes`` that
+run's model (a folder holding ``NAME.json`` + ``NAME.safetensors`` adds ``pixgen/NAME``).
 """
 
 from __future__ import annotations
