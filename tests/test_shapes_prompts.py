@@ -106,14 +106,14 @@ def paint(prompt: str, seed: int, tmp_path: Path) -> np.ndarray:
 
 
 # The issue asks for 4 of 5 prompts per seed. With both shipped models judging, the quick
-# start reaches 4 of 5 or 5 of 5 for every seed 0-11 ("a green triangle at the right" is
-# the one that fails; benchmarks/RESULTS.md). The quick start starts from grey, so the
+# start reaches 4 of 5 or 5 of 5 for every seed 0-11 ("a green triangle at the right",
+# 6 of 12, is the one that fails; benchmarks/RESULTS.md). The quick start starts from grey, so the
 # seed changes only the cutouts drawn.
 MIN_PASSED_PER_SEED = 4
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # five 150-step paintings with two models: ~2 min on 2 cores
+@pytest.mark.timeout(900)  # five 150-step paintings with two models: ~1.5 min on 2 cores
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prompts_become_pictures(seed: int, tmp_path: Path) -> None:
     passed = []
