@@ -374,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
 
+    # Only the caption tokens' rows of the token embedding are saved: no other row trains.
+    token_rows = tokenizer.vocabulary_ids()
+
+    def save(step: int) -> None:
+        meta = {"step": str(step), "seed": str(args.seed)}
+        save_weights(model, weights_path, meta, config, token_rows)
+
     total: int | None = args.steps or None
     auto_steps, replanned = total is None, False
     step, stop_reason, last_save = 0, "steps", time.monotonic()
@@ -456,24 +463,12 @@ def main(argv: list[str] | None = None) -> int:
                         replanned = True
                         log(f"speed now {avg_rate:.2f} it/s: re-planned to {total} steps")
             if time.monotonic() - last_save > 60:
-                save_weights(
-                    model,
-                    weights_path,
-                    {"step": str(step), "seed": str(args.seed)},
-                    config,
-                    tokenizer.vocabulary_ids(),
-                )
+                save(step)
                 last_save = time.monotonic()
     except (_Stop, KeyboardInterrupt) as exc:
         stop_reason = f"interrupted ({exc or 'Ctrl-C'})"
     finally:
-        save_weights(
-            model,
-            weights_path,
-            {"step": str(step), "seed": str(args.seed)},
-            config,
-            tokenizer.vocabulary_ids(),
-        )
+        save(step)
         train_seconds = time.monotonic() - _T0
         log(f"saved {weights_path} after {step} steps ({stop_reason}), {train_seconds:.0f} s")
 
