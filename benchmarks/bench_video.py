@@ -1,8 +1,12 @@
 """Cost of the ``video`` output: loop speed with a frame every step against no outputs.
 
-Both runs happen in one process on the same recipe (a weight-free ``image`` or ``pixel``
-generator with ``target_image`` + ``smoothness`` losses), after a warm-up run of each;
-the runs alternate and the median of ``--repeats`` is reported. Two speeds per variant:
+Both runs happen in one process on the same recipe, after a warm-up run of each; the
+runs alternate and the median of ``--repeats`` is reported. The recipe is an ``image`` or
+``pixel`` generator guided either by ``target_image`` + ``smoothness`` (``--guide target``,
+weight-free: the fastest loop there is, the hardest case for the video) or by the
+``clip`` loss (``--guide clip``: what users run; ``--clip-model ViT-B-32`` takes open_clip's
+architecture with random weights written in the real format, any other model spec is
+loaded as the ``clip`` loss would, e.g. ``pixgen/shapes``). Two speeds per variant:
 
 - loop: the engine's own steps/s (run.json ``steps_per_second``: the steps, not the
   final flush) — what the progress bar shows;
@@ -12,6 +16,7 @@ the runs alternate and the median of ``--repeats`` is reported. Two speeds per v
 Usage::
 
     python benchmarks/bench_video.py --device cuda --size 512 --steps 300
+    python benchmarks/bench_video.py --device cuda --size 512 --guide clip --steps 200
     python benchmarks/bench_video.py --device cpu --size 256 --steps 60 --repeats 2
 
 Target on a GPU: overhead at most 5 % at 512×512.
@@ -43,6 +48,33 @@ def make_target(path: Path, size: int) -> Path:
     return path
 
 
+def random_clip(folder: Path, arch: str) -> str:
+    """open_clip's ``arch`` with random weights, saved as the model spec ``ARCH:FILE``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    model = open_clip.create_model(arch, pretrained=None)
+    path = folder / f"{arch}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return f"{arch}:{path}"
+
+
+def losses(args: argparse.Namespace, target: Path) -> list[dict[str, Any]]:
+    if args.guide == "clip":
+        return [
+            {
+                "use": "clip",
+                "models": [args.clip_spec],
+                "prompts": ["a red disc on a blue background"],
+                "cutouts": args.cutouts,
+            }
+        ]
+    return [
+        {"use": "target_image", "image": str(target)},
+        {"use": "smoothness", "weight": 0.05},
+    ]
+
+
 def recipe(args: argparse.Namespace, target: Path, steps: int, video: bool) -> dict[str, Any]:
     generator: dict[str, Any] = (
         {"use": "image", "param": args.param}
@@ -70,11 +102,9 @@ def recipe(args: argparse.Namespace, target: Path, steps: int, video: bool) -> d
         "steps": steps,
         "device": args.device,
         "generator": generator,
-        "losses": [
-            {"use": "target_image", "image": str(target)},
-            {"use": "smoothness", "weight": 0.05},
-        ],
+        "losses": losses(args, target),
         "optimizer": {"name": "adam", "lr": 0.05},
+        "speed": {"compile": args.compile},
         "outputs": outputs,
     }
 
@@ -105,6 +135,7 @@ def one_run(
         "e2e": steps / wall,
         "dropped": out.get("dropped", 0),
         "frames": out.get("frames", 0),
+        "steps_recorded": out.get("steps_recorded", 0),
     }
 
 
@@ -121,6 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", choices=["image", "pixel"], default="image")
     parser.add_argument(
         "--param", choices=["pixels", "fft"], default="fft", help="image generator parameterisation"
+    )
+    parser.add_argument(
+        "--guide",
+        choices=["target", "clip"],
+        default="target",
+        help="weight-free target_image + smoothness, or the clip loss",
+    )
+    parser.add_argument(
+        "--clip-model",
+        default="ViT-B-32",
+        help="with --guide clip: an open_clip architecture (random weights) or a model spec",
+    )
+    parser.add_argument("--cutouts", type=int, default=32, help="with --guide clip")
+    parser.add_argument(
+        "--compile",
+        choices=["off", "auto"],
+        default="off",
+        help="the recipe's speed.compile; off by default because each timed run builds its "
+        "own engine, and a compiled one would spend its first steps compiling",
     )
     parser.add_argument("--every", type=int, default=1, help="steps between video frames")
     parser.add_argument("--format", choices=["mp4", "gif", "webp"], default="mp4")
@@ -141,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pixgen-bench-video-") as tmp:
         root = Path(tmp)
         target = make_target(root / "target.png", args.size)
+        args.clip_spec = args.clip_model
+        if args.guide == "clip" and "/" not in args.clip_model and ":" not in args.clip_model:
+            args.clip_spec = random_clip(root, args.clip_model)
         counter = iter(range(1_000_000))
 
         def folder() -> Path:
@@ -169,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "repeats": args.repeats,
         "generator": args.generator if args.generator == "pixel" else f"image/{args.param}",
+        "guide": (
+            f"clip {args.clip_model} × {args.cutouts} cutouts"
+            if args.guide == "clip"
+            else "target_image + smoothness"
+        ),
         "video": {
             "format": args.format,
             "every": args.every,
@@ -177,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             "queue": args.queue,
             "when_full": args.when_full,
         },
+        "compile": args.compile,
     }
     print(
         f"pixgen video benchmark: {device_name} ({args.device}), torch {torch.__version__}, "
         f"{args.size}×{args.size}, {args.steps} steps × {args.repeats}, "
-        f"generator {report['generator']}"
+        f"generator {report['generator']}, guided by {report['guide']}"
     )
     print(
         f"video: {args.format}, a frame every {args.every} step(s), keep_frames={args.keep_frames}, "
@@ -201,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     dropped = [r["dropped"] for r in runs[True]]
     report["dropped"] = dropped
+    report["steps_recorded"] = [r["steps_recorded"] for r in runs[True]]
     print(f"  frames dropped per run: {dropped}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

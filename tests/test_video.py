@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +325,22 @@ def test_video_from_a_cuda_run(basic_recipe: dict, tmp_path: Path) -> None:
     assert mad(frames[-1], rgb(run_dir / "final.png")) < TOLERANCE
     kept = list(read_archive(run_dir / "frames.mkv"))
     assert np.array_equal(kept[2], rgb(run_dir / "steps" / "000004.png"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_frames_are_8_bit_the_same_way_whatever_the_image_dtype(dtype: torch.dtype) -> None:
+    """Frames (video and stills) round [0, 1] to 0…255 half to even, out-of-range values
+    clipped, NaN black, for the image dtypes a run can hand its outputs."""
+    from pixgen.frames import to_uint8_hwc
+
+    image = (torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1).to(
+        dtype
+    )
+    exact = image[0].double().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+    frame = to_uint8_hwc(image)
+    assert frame.shape == (9, 11, 3) and frame.dtype == np.uint8 and frame.flags.c_contiguous
+    assert np.array_equal(frame, exact.numpy())
+    image[0, :, 2, 3] = float("nan")  # a diverged run: black, and no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not to_uint8_hwc(image)[2, 3].any()
