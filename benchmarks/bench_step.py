@@ -46,9 +46,19 @@ def peak_memory(device: torch.device, out: dict[str, Any]) -> Iterator[None]:
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def write_weights(folder: Path, device: torch.device) -> dict[str, Path]:
-    """Random VQGAN f16-16384 and ViT-B-32 weights in the real formats."""
+def write_random_clip(folder: Path, arch: str = "ViT-B-32") -> Path:
+    """open_clip's ``arch`` with random weights, as a safetensors file in ``folder``."""
     import open_clip
+    from safetensors.torch import save_file
+
+    clip = open_clip.create_model(arch, pretrained=None)
+    path = folder / f"{arch.lower().replace('-', '')}.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
+    return path
+
+
+def write_weights(folder: Path) -> dict[str, Path]:
+    """Random VQGAN f16-16384 and ViT-B-32 weights in the real formats."""
     import yaml
     from safetensors.torch import save_file
 
@@ -70,22 +80,15 @@ def write_weights(folder: Path, device: torch.device) -> dict[str, Path]:
     (folder / "model.yaml").write_text(yaml.safe_dump(model_yaml))
     torch.manual_seed(0)
     vqgan = build_vqgan(parse_config(model_yaml))
-    for p in vqgan.parameters():  # taming-like scale so activations stay sane
-        p.data.mul_(1.0)
     save_file(
         {k: v.contiguous() for k, v in vqgan.state_dict().items()},
         str(folder / "vqgan.safetensors"),
     )
-    clip = open_clip.create_model("ViT-B-32", pretrained=None)
-    save_file(
-        {k: v.contiguous() for k, v in clip.state_dict().items()},
-        str(folder / "vitb32.safetensors"),
-    )
-    del vqgan, clip
+    del vqgan
     return {
         "config": folder / "model.yaml",
         "checkpoint": folder / "vqgan.safetensors",
-        "clip": folder / "vitb32.safetensors",
+        "clip": write_random_clip(folder),
     }
 
 
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        files = write_weights(folder, device)
+        files = write_weights(folder)
 
         def engine_row(
             case: str,

@@ -37,6 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import write_random_clip
+
 
 def make_target(path: Path, size: int) -> Path:
     """A smooth picture (gradients and a soft disc) that H.264 encodes faithfully."""
@@ -46,17 +49,6 @@ def make_target(path: Path, size: int) -> Path:
     img = img * (1 - disc) + np.array([0.95, 0.6, 0.2]) * disc
     Image.fromarray((img * 255).clip(0, 255).astype(np.uint8)).save(path)
     return path
-
-
-def random_clip(folder: Path, arch: str) -> str:
-    """open_clip's ``arch`` with random weights, saved as the model spec ``ARCH:FILE``."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    model = open_clip.create_model(arch, pretrained=None)
-    path = folder / f"{arch}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return f"{arch}:{path}"
 
 
 def losses(args: argparse.Namespace, target: Path) -> list[dict[str, Any]]:
@@ -193,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         target = make_target(root / "target.png", args.size)
         args.clip_spec = args.clip_model
         if args.guide == "clip" and "/" not in args.clip_model and ":" not in args.clip_model:
-            args.clip_spec = random_clip(root, args.clip_model)
+            args.clip_spec = f"{args.clip_model}:{write_random_clip(root, args.clip_model)}"
         counter = iter(range(1_000_000))
 
         def folder() -> Path:

@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hookimpl(_CountOneStep.run_step)
     observer = _CountOneStep(args.warmup)
-    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        files = bench_step.write_weights(Path(tmp), device)
+        files = bench_step.write_weights(Path(tmp))
         recipe = bench_step.vqgan_recipe(files, args.size, args.device, args.cutouts, None)
         recipe.update(precision=args.precision, steps=args.warmup + 1)
         # taming's decoder and open_clip's ViT image tower, by class: no loader is patched.

@@ -19,6 +19,7 @@ from vqgan_fixtures import write_tiny_vqgan
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_step  # noqa: E402
 import reference  # noqa: E402
 
 import pixgen.models.cutouts as cutouts_module  # noqa: E402
@@ -174,35 +175,15 @@ def test_engine_step_matches_reference_full_size(
 ) -> None:
     """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 448²: the engine in bf16 against the
     fp32 reference, within bf16's tolerance (about 40 s on a 2-core CPU)."""
-    import open_clip
-    import yaml
-    from safetensors.torch import save_file
-
-    from pixgen.models.vqgan import build_vqgan, parse_config
-
-    model_yaml = {
-        "model": {
-            "target": "taming.models.vqgan.VQModel",
-            "params": {**reference.F16_16384_EMBED, "ddconfig": reference.F16_16384_DDCONFIG},
-        }
-    }
-    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_yaml))
-    vq = build_vqgan(parse_config(model_yaml))
-    save_file(
-        {k: v.contiguous() for k, v in vq.state_dict().items()}, str(tmp_path / "vq.safetensors")
-    )
-    clip = open_clip.create_model("ViT-B-32", pretrained=None)
-    save_file(
-        {k: v.contiguous() for k, v in clip.state_dict().items()}, str(tmp_path / "c.safetensors")
-    )
+    files = bench_step.write_weights(tmp_path)  # the benchmark's random weights
     (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
         tmp_path,
         device=device,
         precision="bf16",
         size=448,
         reference_precision="fp32",
-        vqgan_files=(tmp_path / "model.yaml", tmp_path / "vq.safetensors"),
-        clip_spec=f"ViT-B-32:{tmp_path / 'c.safetensors'}",
+        vqgan_files=(files["config"], files["checkpoint"]),
+        clip_spec=f"ViT-B-32:{files['clip']}",
         cut=224,
         n=32,
         monkeypatch=monkeypatch,
