@@ -28,6 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference
+import step_profile
+
+# An engine variant with this suffix picks cuDNN's algorithms by heuristics, not by timing.
+HEURISTICS = ":cudnn-heuristics"
 
 
 def sync(device: torch.device) -> None:
@@ -141,40 +145,62 @@ def reference_vqgan(
 
 
 class _Timer:
-    """An observer plugin that times steps [warmup, warmup + steps) with two syncs."""
+    """An observer plugin that times steps [warmup, warmup + steps) with two syncs, then
+    profiles the next ``profile`` steps (so the profiler does not touch the timing)."""
 
-    def __init__(self, device: torch.device, warmup: int, steps: int):
-        self.device, self.warmup, self.steps = device, warmup, steps
+    def __init__(self, device: torch.device, warmup: int, steps: int, profile: int = 0):
+        self.device, self.warmup, self.steps, self.profile = device, warmup, steps, profile
         self.start = self.end = 0.0
+        self.profiler = step_profile.StepProfiler(device) if profile else None
 
     def run_step(self, ctx: Any, step: int, losses: Any) -> None:  # a pixgen hookimpl
+        timed_end = self.warmup + self.steps - 1
         if step == self.warmup - 1:
             sync(self.device)
             self.start = time.perf_counter()
-        elif step == self.warmup + self.steps - 1:
+        elif step == timed_end:
             sync(self.device)
             self.end = time.perf_counter()
+            if self.profiler is not None:
+                self.profiler.start()
+        elif self.profiler is not None and step == timed_end + self.profile:
+            self.profiler.stop(self.profile)
 
 
 def engine_its(
-    recipe: dict[str, Any], device: torch.device, warmup: int, steps: int, out_dir: Path
+    recipe: dict[str, Any],
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    out_dir: Path,
+    profile: int = 0,
 ) -> tuple[float, dict[str, Any]]:
+    """The engine's it/s over ``steps`` after ``warmup``, and what else the run says; with
+    ``profile`` > 0 also a profile of that many steps after the timed ones."""
     import pixgen
     from pixgen.hookspecs import hookimpl
 
     hookimpl(_Timer.run_step)
-    timer = _Timer(device, warmup, steps)
+    timer = _Timer(device, warmup, steps, profile)
     started = time.perf_counter()
     result = pixgen.run(
-        dict(recipe, steps=warmup + steps), plugins=[timer], quiet=True, output=out_dir
+        dict(recipe, steps=warmup + steps + profile), plugins=[timer], quiet=True, output=out_dir
     )
     total = time.perf_counter() - started
     its = steps / (timer.end - timer.start)
-    return its, {"notices": result.info.get("notices", []), "wall_s": round(total, 1)}
+    extra: dict[str, Any] = {"notices": result.info.get("notices", []), "wall_s": round(total, 1)}
+    if timer.profiler is not None:
+        extra["profile"] = timer.profiler.summary()
+    return its, extra
 
 
 def vqgan_recipe(
-    files: dict[str, Path], size: int, device: str, cutouts: int, compile_mode: str | None
+    files: dict[str, Path],
+    size: int,
+    device: str,
+    cutouts: int,
+    compile_mode: str | None,
+    cudnn_benchmark: bool = True,
 ) -> dict[str, Any]:
     return {
         "name": f"bench-vqgan-{size}",
@@ -200,14 +226,20 @@ def vqgan_recipe(
         "speed": {
             "compile": "off" if compile_mode is None else "on",
             **({"mode": compile_mode} if compile_mode else {}),
+            "cudnn_benchmark": cudnn_benchmark,
         },
     }
 
 
 def pixel_recipe(
-    files: dict[str, Path], size: int, device: str, cutouts: int, compile_mode: str | None
+    files: dict[str, Path],
+    size: int,
+    device: str,
+    cutouts: int,
+    compile_mode: str | None,
+    cudnn_benchmark: bool = True,
 ) -> dict[str, Any]:
-    recipe = vqgan_recipe(files, size, device, cutouts, compile_mode)
+    recipe = vqgan_recipe(files, size, device, cutouts, compile_mode, cudnn_benchmark)
     recipe["name"] = f"bench-pixel-{size}"
     recipe["generator"] = {"use": "pixel"}
     return recipe
@@ -233,7 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="eager,reduce-overhead",
-        help="engine variants: eager, default, reduce-overhead",
+        help="engine variants: eager, default, reduce-overhead, max-autotune-no-cudagraphs; "
+        f"a variant ending in {HEURISTICS!r} runs with speed.cudnn_benchmark off",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile N steps of each engine variant after its timed ones",
     )
     parser.add_argument("--pixel", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
@@ -269,16 +309,21 @@ def main(argv: list[str] | None = None) -> int:
         ) -> dict[str, Any]:
             """One pixgen variant: eager, or compiled in ``mode``."""
             row: dict[str, Any] = {"case": case, "impl": f"pixgen {mode}"}
-            compiled = None if mode == "eager" else mode
+            heuristics = mode.endswith(HEURISTICS)
+            base_mode = mode.removesuffix(HEURISTICS)
+            compiled = None if base_mode == "eager" else base_mode
             warm = args.warmup if compiled is None else args.compile_warmup
-            recipe = make_recipe(files, size, args.device, args.cutouts, compiled)
+            recipe = make_recipe(
+                files, size, args.device, args.cutouts, compiled, cudnn_benchmark=not heuristics
+            )
             with peak_memory(device, row):
                 its, extra = engine_its(
                     recipe,
                     device,
                     warm,
                     args.steps,
-                    folder / f"run-{case.replace(' ', '-')}-{mode}",
+                    folder / f"run-{case.replace(' ', '-')}-{mode.replace(':', '-')}",
+                    profile=args.profile,
                 )
             row.update(its=its, **extra)
             if flops is not None:
@@ -300,12 +345,20 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 emit(engine_row(f"vqgan {size}", vqgan_recipe, size, mode, flops))
         if args.pixel:
-            for mode in modes:
+            for mode in (m for m in modes if not m.endswith(HEURISTICS)):
                 emit(engine_row(f"pixel {max(sizes)}", pixel_recipe, max(sizes), mode, None))
 
+    for row in rows:
+        if "profile" in row:
+            print()
+            print(
+                step_profile.format_summary(
+                    f"{row['case']}, {row['impl']}", row["profile"], row["its"]
+                )
+            )
     print()
     print(
-        f"{'case':<12} {'implementation':<26} {'it/s':>8} {'x ref fp32':>10} "
+        f"{'case':<12} {'implementation':<34} {'it/s':>8} {'x ref fp32':>10} "
         f"{'peak GiB':>9} {'TFLOP/s':>8}"
     )
     base: dict[str, float] = {}
@@ -314,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             base[row["case"]] = row["its"]
         ratio = row["its"] / base[row["case"]] if row["case"] in base else float("nan")
         print(
-            f"{row['case']:<12} {row['impl']:<26} {row['its']:>8.2f} {ratio:>10.2f} "
+            f"{row['case']:<12} {row['impl']:<34} {row['its']:>8.2f} {ratio:>10.2f} "
             f"{row.get('peak_gib', float('nan')):>9.2f} {row.get('achieved_tflops', float('nan')):>8.1f}"
         )
     return 0

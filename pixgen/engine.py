@@ -498,7 +498,7 @@ class Engine:
         steps_done = 0
         error: BaseException | None = None
         ctx.status = "running"
-        with self._sigint_guard():
+        with self._sigint_guard(), self._cudnn_benchmark():
             try:
                 for output, info in self.outputs:
                     with _blame(info, "on_start"):
@@ -664,6 +664,22 @@ class Engine:
             "notices": list(self.ctx.notices),
             "history": history,
         }
+
+    @contextlib.contextmanager
+    def _cudnn_benchmark(self) -> Iterator[None]:
+        """cuDNN's algorithm timing for this run's convolutions, as ``speed:`` says.
+
+        The flag is process-wide, so it is put back as it was when the run ends.
+        """
+        if self.device.type != "cuda":
+            yield
+            return
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.recipe.speed.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
 
     @contextlib.contextmanager
     def _sigint_guard(self) -> Iterator[None]:

@@ -265,6 +265,12 @@ class SpeedConfig(_Strict):
         "reduce-overhead",
         description="torch.compile mode; reduce-overhead captures CUDA graphs",
     )
+    cudnn_benchmark: bool = Field(
+        True,
+        description="on CUDA, let cuDNN time its convolution algorithms on first use and keep "
+        "the fastest (a run's shapes are fixed, so this is paid once); off picks them by "
+        "heuristics",
+    )
 
 
 class PluginEntry(_Strict):

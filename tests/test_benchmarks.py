@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_step
 import bench_video
 import step_ops
+import step_profile
 
 
 def test_bench_step_times_every_case_on_the_cpu(tmp_path: Path) -> None:
@@ -31,6 +32,58 @@ def test_bench_step_times_every_case_on_the_cpu(tmp_path: Path) -> None:
     ]
     assert all(r["its"] > 0 for r in rows)
     assert rows[2]["tflop_per_step"] > 0 and rows[2]["achieved_tflops"] > 0
+
+
+def test_bench_step_profiles_the_steps_after_the_timed_ones(tmp_path: Path) -> None:
+    out = tmp_path / "step.json"
+    argv = ["--device", "cpu", "--sizes", "32", "--cutouts", "2", "--steps", "1", "--warmup", "1"]
+    assert bench_step.main([*argv, "--no-pixel", "--profile", "2", "--json", str(out)]) == 0
+    engine = json.loads(out.read_text())["rows"][-1]
+    profile = engine["profile"]
+    assert engine["impl"] == "pixgen eager" and profile["steps"] == 2
+    kinds = profile["ms_per_step_by_kind"]
+    assert sum(kinds.values()) == pytest.approx(profile["busy_ms_per_step"])
+    # The VQGAN decoder convolves and CLIP multiplies matrices, whatever the device.
+    assert kinds["convolution"] > 0 and kinds["matmul"] > 0
+    assert 0 < profile["busy_ms_per_step"] <= 1.5 * profile["wall_ms_per_step"]
+    assert profile["top"] and all(entry["ms_per_step"] > 0 for entry in profile["top"])
+
+
+@pytest.mark.parametrize(
+    ("kernel", "kind"),
+    [
+        (
+            "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64",
+            "convolution",
+        ),
+        ("sm90_xmma_dgrad_implicit_gemm_indexed_bf16bf16_bf16f32_f32_nhwckrsc_nchw", "convolution"),
+        ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, float>", "layout copy"),
+        ("nvjet_tst_128x64_64x8_1x2_h_bz_coopA_NTT", "matmul"),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x128x64", "matmul"),
+        ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+        ("triton_poi_fused_add_convolution_3", "elementwise (fused)"),
+        ("triton_red_fused_native_group_norm_silu_4", "normalisation"),
+        ("triton_per_fused_sum_7", "reduction (fused)"),
+        ("triton_tem_fused_convolution_0", "convolution"),
+        (
+            "void at::native::(anonymous namespace)::RowwiseMomentsCUDAKernel<float>",
+            "normalisation",
+        ),
+        (
+            "void vision::ops::(anonymous namespace)::roi_align_forward_kernel_impl<float>",
+            "cutouts",
+        ),
+        ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimiser"),
+        ("Memcpy DtoD (Device -> Device)", "copy / cast"),
+        (
+            "void at::native::vectorized_elementwise_kernel<4, at::native::AUnaryFunctor>",
+            "elementwise",
+        ),
+        ("aten::_slow_conv2d_backward", "convolution"),
+    ],
+)
+def test_profile_kinds_follow_the_kernel_names(kernel: str, kind: str) -> None:
+    assert step_profile.kind_of(kernel) == kind
 
 
 @pytest.mark.parametrize(
