@@ -43,7 +43,7 @@ if [ "$STAGE" = bench ]; then
       --json "$OUT/bench_step_512.json" 2>&1 \
       | grep -v WARNING | tee "$OUT/bench_step_512.log" | tail -n 9
   timeout ${BENCH256_S:-120} python3 benchmarks/bench_step.py --device cuda --sizes 256 \
-      --steps 30 --warmup 3 --compile-warmup 8 --modes reduce-overhead --no-pixel \
+      --steps 30 --warmup 3 --compile-warmup 8 --modes reduce-overhead --no-pixel --profile 5 \
       --json "$OUT/bench_step_256.json" 2>&1 | grep -v WARNING \
       | tee "$OUT/bench_step_256.log" | tail -n 6
   timeout ${VIDEO_CLIP_S:-70} python3 benchmarks/bench_video.py --device cuda --size 512 \

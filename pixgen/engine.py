@@ -444,6 +444,32 @@ class Engine:
         row[0] = total.detach()
         return total, row
 
+    def _gradients(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Render, score and back-propagate: the image, the weighted total and the row.
+
+        If the step fails while modules run compiled (a backward compiled at its first
+        use, a CUDA graph that cannot be captured), it runs again with all of them
+        uncompiled; an error that is not compiling's then happens again, eagerly.
+        """
+        try:
+            return self._forward_backward(step)
+        except (PixgenError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            if not self.ctx.stop_compiling(step, exc):
+                raise
+        self.ctx.begin_step(step)  # nothing the failed attempt cached is reused
+        return self._forward_backward(step)
+
+    def _forward_backward(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            image = self._render(step)
+            total, row = self._score(image, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if total.requires_grad:
+            total.backward()
+        return image, total, row
+
     def _column_index(self, columns: tuple[int, ...]) -> torch.Tensor:
         """A device tensor of column numbers, made once per column set: building it each
         step would copy host-to-device, which waits for the GPU."""
@@ -513,13 +539,9 @@ class Engine:
                         torch.compiler.cudagraph_mark_step_begin()
                     if self.animator is not None and self.animator.due(step):
                         self._animate(step)
-                    with self._autocast():
-                        image = self._render(step)
-                        total, row = self._score(image, step)
+                    image, total, row = self._gradients(step)
                     self.history.record(row)
-                    self.optimizer.zero_grad(set_to_none=True)
                     if total.requires_grad:  # all weights scheduled to 0: nothing to learn
-                        total.backward()
                         self.optimizer.step()
                     self.scheduler.step()
                     with _blame(self._generator_info, f"post_step {step}"):

@@ -258,8 +258,9 @@ class SpeedConfig(_Strict):
 
     compile: Literal["auto", "off", "on"] = Field(
         "auto",
-        description="torch.compile the heavy frozen models (auto: on CUDA only); the first "
-        "steps then include compilation, shown as 'warming up'",
+        description="torch.compile the heavy frozen models (auto: on CUDA, for runs of 1000 "
+        "steps or more, where the minute or so of compilation pays back); the first steps "
+        "then include compilation, shown as 'warming up'",
     )
     mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "reduce-overhead",
