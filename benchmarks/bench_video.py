@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cutouts", type=int, default=32, help="with --guide clip")
     parser.add_argument(
         "--compile",
-        choices=["off", "auto"],
+        choices=["off", "auto", "on"],
         default="off",
         help="the recipe's speed.compile; off by default because each timed run builds its "
         "own engine, and a compiled one would spend its first steps compiling",
