@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything measured on a lent GPU, in one call (device time is short), most wanted first,
 # each part under its own time limit and writing to $OUT as it goes:
-#   1. the GPU-marked tests (engine vs reference at full size, cuDNN flag, CLIP, video)
+#   1. the GPU-marked tests (engine vs reference at full size, no host sync in a step,
+#      cuDNN flag, CLIP, video)
 #   2. bench_step.py at 512² (issue 7): reference, pixgen eager (cuDNN timed and by
 #      heuristics) and compiled, pixel; each engine variant profiled over 5 more steps
 #   3. bench_step.py at 256², compiled only (its compilation is long: a separate limit)
@@ -33,7 +34,7 @@ if [ "$STAGE" = train ]; then
   tail -n 25 "$OUT/train.log"
 fi
 if [ "$STAGE" = bench ]; then
-  timeout ${TESTS_S:-100} python3 -m pytest -q -s -m gpu -p no:cacheprovider \
+  timeout ${TESTS_S:-120} python3 -m pytest -q -s -m gpu -p no:cacheprovider \
       tests/test_step_equivalence.py tests/test_speed_gpu.py tests/test_clip_gpu.py \
       tests/test_video.py 2>&1 | grep -v WARNING \
       | tail -n 15 | tee "$OUT/gpu_tests.log"
@@ -42,7 +43,7 @@ if [ "$STAGE" = bench ]; then
       --modes eager,eager:cudnn-heuristics,reduce-overhead \
       --json "$OUT/bench_step_512.json" 2>&1 \
       | grep -v WARNING | tee "$OUT/bench_step_512.log" | tail -n 9
-  timeout ${BENCH256_S:-120} python3 benchmarks/bench_step.py --device cuda --sizes 256 \
+  timeout ${BENCH256_S:-110} python3 benchmarks/bench_step.py --device cuda --sizes 256 \
       --steps 30 --warmup 3 --compile-warmup 8 --modes reduce-overhead --no-pixel --profile 5 \
       --json "$OUT/bench_step_256.json" 2>&1 | grep -v WARNING \
       | tee "$OUT/bench_step_256.log" | tail -n 6

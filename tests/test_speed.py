@@ -108,8 +108,7 @@ def test_a_short_auto_run_on_cuda_says_why_it_does_not_compile() -> None:
         "not compiling for a run of 300 steps: compilation takes about a minute and pays "
         f"back from about {AUTO_COMPILE_MIN_STEPS} steps (speed: {{compile: on}} compiles anyway)"
     ]
-    assert context(300, "off", "cuda").compile_module(torch.nn.Identity(), "x") is not None
-    quiet = context(300, "off", "cuda")
+    quiet = context(300, "off", "cuda")  # compiling was turned off: nothing to explain
     quiet.compile_module(torch.nn.Identity(), "x")
     assert quiet.notices == []
 
