@@ -273,6 +273,14 @@ class SpeedConfig(_Strict):
         "heuristics",
     )
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on` / `off` (and yes/no, true/false) as booleans.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
 
 class PluginEntry(_Strict):
     """``{use: NAME, ...options}``: a plugin and its validated options."""

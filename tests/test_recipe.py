@@ -52,6 +52,17 @@ def test_sets_override_any_field_with_yaml_values(tmp_path: Path) -> None:
     assert recipe.size == (32, 32)
 
 
+def test_compile_on_and_off_read_as_written_in_yaml(tmp_path: Path) -> None:
+    # YAML 1.1 reads a bare on/off as true/false; the recipe means the words.
+    recipe, _ = load_recipe(write(tmp_path, GOOD + "speed: {compile: on}\n"))
+    assert recipe.speed.compile == "on"
+    recipe, _ = load_recipe(write(tmp_path, GOOD), ["speed.compile=off"])
+    assert recipe.speed.compile == "off"
+    assert "compile: 'off'" in recipe.to_yaml()  # and written back so it reads the same
+    with pytest.raises(RecipeError, match="'auto', 'off' or 'on'"):
+        load_recipe(write(tmp_path, GOOD), ["speed.compile=fast"])
+
+
 def test_bad_override_index_is_reported(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="the list has 2 entries"):
         load_recipe(write(tmp_path, GOOD), ["losses.5.weight=2"])
