@@ -152,6 +152,7 @@ class _Timer:
         self.device, self.warmup, self.steps, self.profile = device, warmup, steps, profile
         self.start = self.end = 0.0
         self.profiler = step_profile.StepProfiler(device) if profile else None
+        self.profile_error: str | None = None
 
     def run_step(self, ctx: Any, step: int, losses: Any) -> None:  # a pixgen hookimpl
         timed_end = self.warmup + self.steps - 1
@@ -161,10 +162,21 @@ class _Timer:
         elif step == timed_end:
             sync(self.device)
             self.end = time.perf_counter()
-            if self.profiler is not None:
-                self.profiler.start()
-        elif self.profiler is not None and step == timed_end + self.profile:
-            self.profiler.stop(self.profile)
+            self.profiling(lambda profiler: profiler.start())
+        elif self.profile and step == timed_end + self.profile:
+            self.profiling(lambda profiler: profiler.stop(self.profile))
+
+    def profiling(self, action: Callable[[step_profile.StepProfiler], Any]) -> Any:
+        """``action(profiler)``, if profiling; a profiler that fails (no CUPTI, say) costs
+        its own figures, not the benchmark's."""
+        if self.profiler is None:
+            return None
+        try:
+            return action(self.profiler)
+        except Exception as exc:
+            self.profile_error = f"{type(exc).__name__}: {exc}"
+            self.profiler = None
+            return None
 
 
 def engine_its(
@@ -189,8 +201,11 @@ def engine_its(
     total = time.perf_counter() - started
     its = steps / (timer.end - timer.start)
     extra: dict[str, Any] = {"notices": result.info.get("notices", []), "wall_s": round(total, 1)}
-    if timer.profiler is not None:
-        extra["profile"] = timer.profiler.summary()
+    summary = timer.profiling(lambda profiler: profiler.summary())
+    if summary is not None:
+        extra["profile"] = summary
+    if timer.profile_error:
+        extra["profile_error"] = timer.profile_error
     return its, extra
 
 

@@ -49,6 +49,21 @@ def test_bench_step_profiles_the_steps_after_the_timed_ones(tmp_path: Path) -> N
     assert profile["top"] and all(entry["ms_per_step"] > 0 for entry in profile["top"])
 
 
+def test_a_failing_profiler_costs_its_figures_not_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_cupti(self: step_profile.StepProfiler) -> None:
+        raise RuntimeError("CUPTI unavailable")
+
+    monkeypatch.setattr(step_profile.StepProfiler, "start", no_cupti)
+    out = tmp_path / "step.json"
+    argv = ["--device", "cpu", "--sizes", "32", "--cutouts", "2", "--steps", "1", "--warmup", "1"]
+    assert bench_step.main([*argv, "--no-pixel", "--profile", "1", "--json", str(out)]) == 0
+    engine = json.loads(out.read_text())["rows"][-1]
+    assert engine["its"] > 0 and "profile" not in engine
+    assert engine["profile_error"] == "RuntimeError: CUPTI unavailable"
+
+
 @pytest.mark.parametrize(
     ("kernel", "kind"),
     [
