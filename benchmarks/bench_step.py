@@ -260,13 +260,19 @@ def pixel_recipe(
     return recipe
 
 
-def count_flops(step_loss: Callable[[], torch.Tensor]) -> float:
+def count_flops(step_loss: Callable[[], torch.Tensor]) -> tuple[float, dict[str, float]]:
+    """FLOPs of one forward + backward of ``step_loss``: the total, and by kind of work
+    (as ``step_profile`` names kernels), to set against the profile's time by kind."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
         step_loss().backward()
-    return float(counter.get_total_flops())
+    by_kind: dict[str, float] = {}
+    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+        kind = step_profile.flop_kind(str(op))
+        by_kind[kind] = by_kind.get(kind, 0.0) + float(flops)
+    return float(counter.get_total_flops()), by_kind
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             make_recipe: Callable[..., dict[str, Any]],
             size: int,
             mode: str,
-            flops: float | None,
+            flops: tuple[float, dict[str, float]] | None,
         ) -> dict[str, Any]:
             """One pixgen variant: eager, or compiled in ``mode``."""
             row: dict[str, Any] = {"case": case, "impl": f"pixgen {mode}"}
@@ -342,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             row.update(its=its, **extra)
             if flops is not None:
-                row.update(tflop_per_step=flops / 1e12, achieved_tflops=flops * its / 1e12)
+                total, by_kind = flops
+                row.update(
+                    tflop_per_step=total / 1e12,
+                    achieved_tflops=total * its / 1e12,
+                    tflop_per_step_by_kind={k: v / 1e12 for k, v in by_kind.items()},
+                )
             return row
 
         for size in sizes:
@@ -354,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["its"] = time_steps(ref.step, device, args.warmup, args.steps)
                     if flops is None:
                         flops = count_flops(ref.loss)
-                row["tflop_per_step"] = flops / 1e12
+                row["tflop_per_step"] = flops[0] / 1e12
                 emit(row)
                 del ref
             for mode in modes:
@@ -368,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(
                 step_profile.format_summary(
-                    f"{row['case']}, {row['impl']}", row["profile"], row["its"]
+                    f"{row['case']}, {row['impl']}",
+                    row["profile"],
+                    row["its"],
+                    row.get("tflop_per_step_by_kind"),
                 )
             )
     print()

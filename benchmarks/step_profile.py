@@ -55,6 +55,11 @@ def kind_of(name: str) -> str:
     return "other"
 
 
+def flop_kind(op: str) -> str:
+    """The kind of an operator named as FlopCounterMode names it (``aten.convolution``)."""
+    return kind_of(op.replace("aten.", "aten::", 1))
+
+
 class StepProfiler:
     """A profiler window opened and closed from inside a run (by an observer plugin)."""
 
@@ -116,7 +121,13 @@ class StepProfiler:
         }
 
 
-def format_summary(label: str, summary: dict[str, Any], its: float | None = None) -> str:
+def format_summary(
+    label: str,
+    summary: dict[str, Any],
+    its: float | None = None,
+    tflop_by_kind: dict[str, float] | None = None,
+) -> str:
+    """The profile as lines of text; with the step's TFLOP by kind, the rate each reaches."""
     busy = summary["busy_ms_per_step"]
     head = (
         f"{label}: {busy:.2f} ms of {summary['clock']} per step, "
@@ -126,7 +137,11 @@ def format_summary(label: str, summary: dict[str, Any], its: float | None = None
         head += f", {1000.0 / its:.2f} ms per timed step"
     lines = [head, f"  CUDA graph launches per step: {summary['cuda_graph_launches_per_step']:g}"]
     for kind, ms in summary["ms_per_step_by_kind"].items():
-        lines.append(f"  {ms:8.3f} ms  {100.0 * ms / busy if busy else 0.0:5.1f} %  {kind}")
+        line = f"  {ms:8.3f} ms  {100.0 * ms / busy if busy else 0.0:5.1f} %  {kind}"
+        tflop = (tflop_by_kind or {}).get(kind)
+        if tflop and ms > 0:
+            line += f"  ({tflop:.3g} TFLOP, {tflop / (ms / 1000.0):.3g} TFLOP/s)"
+        lines.append(line)
     lines.append("  largest:")
     for entry in summary["top"]:
         lines.append(f"  {entry['ms_per_step']:8.3f} ms  [{entry['kind']}] {entry['name']}")

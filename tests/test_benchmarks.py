@@ -47,6 +47,10 @@ def test_bench_step_profiles_the_steps_after_the_timed_ones(tmp_path: Path) -> N
     assert kinds["convolution"] > 0 and kinds["matmul"] > 0
     assert 0 < profile["busy_ms_per_step"] <= 1.5 * profile["wall_ms_per_step"]
     assert profile["top"] and all(entry["ms_per_step"] > 0 for entry in profile["top"])
+    # The step's FLOPs by the same kinds, so the profile can say what rate each reaches.
+    flops = engine["tflop_per_step_by_kind"]
+    assert flops["convolution"] > 0 and flops["matmul"] > 0
+    assert sum(flops.values()) == pytest.approx(engine["tflop_per_step"])
 
 
 def test_a_failing_profiler_costs_its_figures_not_the_benchmark(
@@ -99,6 +103,22 @@ def test_a_failing_profiler_costs_its_figures_not_the_benchmark(
 )
 def test_profile_kinds_follow_the_kernel_names(kernel: str, kind: str) -> None:
     assert step_profile.kind_of(kernel) == kind
+
+
+@pytest.mark.parametrize(
+    ("op", "kind"),
+    [
+        ("aten.convolution", "convolution"),
+        ("aten.convolution_backward", "convolution"),
+        ("aten.mm", "matmul"),
+        ("aten.addmm", "matmul"),
+        ("aten.bmm", "matmul"),
+        ("aten._scaled_dot_product_flash_attention", "attention"),
+        ("aten._scaled_dot_product_efficient_attention_backward", "attention"),
+    ],
+)
+def test_flop_counter_ops_fall_in_the_profile_kinds(op: str, kind: str) -> None:
+    assert step_profile.flop_kind(op) == kind
 
 
 @pytest.mark.parametrize(
