@@ -114,9 +114,13 @@ def test_a_short_auto_run_on_cuda_says_why_it_does_not_compile() -> None:
 
 
 def test_a_compiled_run_paints_what_an_eager_run_paints(tiny_models: Any) -> None:
+    from torch._dynamo.utils import counters
+
     _, eager, _ = run_engine(vqgan_clip_recipe(tiny_models, "off"))
+    graphs_before = counters["stats"]["unique_graphs"]
     engine, compiled, notices = run_engine(vqgan_clip_recipe(tiny_models, "on"))
-    # Both heavy modules went through torch.compile and stayed compiled.
+    # Both heavy modules were captured as graphs (not skipped by dynamo) and stayed compiled.
+    assert counters["stats"]["unique_graphs"] - graphs_before >= 2
     decoder = engine.generator._decode
     encoder = engine.losses[0].loss.image_encoders[0]
     for module in (decoder, encoder):
