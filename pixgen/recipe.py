@@ -92,6 +92,21 @@ def _walk_nodes(
         stack.discard(id(node))
 
 
+# A hex colour where a YAML value starts: YAML reads it as a comment.
+_BARE_COLOUR = re.compile(r"(?:^|[\[{,:]|-)\s*(#[0-9A-Fa-f]{3,8})\b", re.M)
+
+
+def colour_comment_hint(text: str | None) -> str:
+    """A hint when ``text`` has an unquoted hex colour, which YAML takes for a comment."""
+    found = _BARE_COLOUR.search(text or "")
+    if not found:
+        return ""
+    return (
+        f"; an unquoted {found.group(1)} starts a YAML comment: write colours in quotes, "
+        f'like "{found.group(1)}"'
+    )
+
+
 @contextlib.contextmanager
 def _yaml_errors(origin: str) -> Iterator[None]:
     """PyYAML's exceptions (and runaway nesting) as one RecipeError with the line."""
@@ -101,7 +116,9 @@ def _yaml_errors(origin: str) -> Iterator[None]:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise RecipeError(f"{origin}: {where}not valid YAML ({problem})") from None
+        buffer = getattr(mark, "buffer", None) if mark else None
+        hint = colour_comment_hint(buffer if isinstance(buffer, str) else None)
+        raise RecipeError(f"{origin}: {where}not valid YAML ({problem}){hint}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{origin}: not valid YAML ({exc})") from None
     except RecursionError:

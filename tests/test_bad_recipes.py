@@ -125,6 +125,23 @@ def test_malformed_recipe_fails_cleanly(
     assert not (tmp_path / "outputs").exists(), "no run folder for a bad recipe"
 
 
+@pytest.mark.parametrize(
+    "generator",
+    [
+        "{use: pixel, palette: [#ff0000, #00ff00]}",  # YAML: a comment from the first '#'
+        "\n    use: pixel\n    palette:\n      - #ff0000\n      - #00ff00",  # empty entries
+    ],
+)
+def test_an_unquoted_colour_is_explained(
+    generator: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(BASE.replace("{use: pixel, cells: [8, 8]}", generator))
+    code, err = _run_cli(["run", str(path), "-q"], capsys)
+    assert code == 2
+    assert "YAML comment" in err and 'in quotes, like "#ff0000"' in err, err
+
+
 def test_missing_recipe_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run_cli(["run", "does-not-exist.yaml"], capsys)
     assert code == 2 and "recipe file not found" in err

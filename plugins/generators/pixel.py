@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,9 @@ class PixelGenerator(Generator):
         )
         palette: list[str] | None = Field(
             None,
-            description="hex colours the cells must use; enforced by a soft assignment that "
-            "hardens over the run (the final image uses only these colours)",
+            description='hex colours the cells must use, in quotes ("#1a1c2c": a bare # starts '
+            "a YAML comment); enforced by a soft assignment that hardens over the run (the "
+            "final image uses only these colours)",
         )
         temperature: tuple[float, float] = Field(
             (0.1, 0.002),
@@ -52,6 +54,17 @@ class PixelGenerator(Generator):
         )
         init_image: InputFile | None = Field(None, description="start from this image")
         init_noise: float = Field(1.0, ge=0, description="spread of the random start (logits)")
+
+        @field_validator("palette", mode="before")
+        @classmethod
+        def _colours_in_quotes(cls, value: Any) -> Any:
+            if isinstance(value, list) and any(colour is None for colour in value):
+                # YAML read an unquoted "- #ff0000" as an empty entry and a comment.
+                raise ValueError(
+                    'a colour is empty: "#" starts a YAML comment, so write colours in '
+                    'quotes, like "#ff0000"'
+                )
+            return value
 
         @field_validator("palette")
         @classmethod
