@@ -545,11 +545,22 @@ def _pydantic_problems(
             msg = err["msg"]
             msg = msg.removeprefix("Value error, ")
             got = (
-                f" (got {_short(err.get('input'))})"
+                f" (got {_short(err.get('input'))}{_yaml_typing_hint(kind, err.get('input'))})"
                 if "input" in err and kind != "value_error"
                 else ""
             )
             problems.add((*prefix, *loc), f"{msg}{got}")
+
+
+def _yaml_typing_hint(kind: str, value: Any) -> str:
+    """Why a text field got a boolean or a number: YAML typed the bare word."""
+    if kind not in ("string_type", "literal_error"):
+        return ""
+    if isinstance(value, bool):
+        return "; YAML reads a bare yes/no/on/off/true/false as a boolean: put it in quotes"
+    if isinstance(value, int | float):
+        return "; YAML reads a bare number as a number: put it in quotes"
+    return ""
 
 
 def _core_names(parent: Path_) -> Iterable[str]:

@@ -142,6 +142,21 @@ def test_an_unquoted_colour_is_explained(
     assert "YAML comment" in err and 'in quotes, like "#ff0000"' in err, err
 
 
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("no", "a bare yes/no/on/off/true/false as a boolean"), ("1984", "a bare number")],
+)
+def test_a_name_yaml_typed_says_to_quote_it(
+    name: str, hint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(BASE.replace("name: fuzz", f"name: {name}"))
+    code, err = _run_cli(["run", str(path), "-q"], capsys)
+    assert code == 2
+    assert "line 1, name: Input should be a valid string (got " in err
+    assert f"YAML reads {hint}" in err and "put it in quotes" in err, err
+
+
 def test_missing_recipe_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run_cli(["run", "does-not-exist.yaml"], capsys)
     assert code == 2 and "recipe file not found" in err
