@@ -238,6 +238,30 @@ def test_search_a_damaged_index_is_rebuilt(
     assert index_path(folder, tiny).stat().st_size > 100
 
 
+def test_search_recursive_covers_subfolders_with_one_index(
+    tmp_path: Path, tiny: str, count_image_batches: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Like an outputs/ folder of runs: images in subfolders, found with --recursive."""
+    root = tmp_path / "outputs"
+    first = write_images(root / "run-1", 2)
+    second = write_images(root / "run-2" / "steps", 3, seed=1)
+    write_images(root / ".hidden", 1, seed=2)  # hidden folders are left alone
+    argv = ["search", "a red square", "-i", str(root), "--model", tiny, "--top", "10"]
+
+    assert main(argv) == 2  # not recursive: nothing at the top, and it says where to look
+    assert "its subfolders have 5: add --recursive" in capsys.readouterr().err
+
+    code, found, _ = run_json(capsys, [*argv, "--recursive", "--json"])
+    assert code == 0 and sum(count_image_batches) == 5
+    assert {r["path"] for r in found["results"]} == {str(f) for f in [*first, *second]}
+    assert not list(root.glob("run-*/.pixgen-index-*")), "one index, in the searched folder"
+
+    count_image_batches.clear()
+    code, again, _ = run_json(capsys, [*argv, "-r", "--json"])
+    assert code == 0 and again["results"] == found["results"]
+    assert count_image_batches == []  # every file known by its path under the folder
+
+
 @pytest.mark.parametrize("make", ["empty", "missing"])
 def test_search_empty_or_missing_folder_exits_2(
     tmp_path: Path, tiny: str, make: str, capsys: pytest.CaptureFixture[str]

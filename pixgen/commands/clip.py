@@ -263,31 +263,48 @@ class ImageIndex:
         atomic_write_bytes(path, save({"embeddings": self.embeddings.contiguous()}, metadata=meta))
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    """The folder's image files by extension; hidden files (the index) and other files
-    (notes, captions, sidecars) are left alone, not reported."""
+def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    """Image files (by extension) in ``folder``, or in its whole tree; hidden files and
+    folders (the index) and other files (notes, captions, sidecars) are left alone."""
     from PIL import Image as PILImage
 
+    image_suffixes = {ext.lower() for ext in PILImage.registered_extensions()}
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in candidates
+        if p.suffix.lower() in image_suffixes
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
+
+
+def _folder_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The images a search of ``folder`` covers; a folder with none is an error."""
     if not folder.is_dir():
         raise PixgenError(f"--images {folder}: no such folder")
-    image_suffixes = {ext.lower() for ext in PILImage.registered_extensions()}
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in image_suffixes
-    )
+    files = _image_files(folder, recursive)
     if not files:
-        raise PixgenError(f"--images {folder}: the folder has no image files to search")
+        below = "" if recursive else _subfolder_hint(folder)
+        raise PixgenError(f"--images {folder}: the folder has no image files to search{below}")
     return files
 
 
+def _subfolder_hint(folder: Path) -> str:
+    nested = len(_image_files(folder, recursive=True))
+    return f" (its subfolders have {nested}: add --recursive)" if nested else ""
+
+
 def update_index(
-    clip: ClipModel, folder: Path
+    clip: ClipModel, folder: Path, recursive: bool = False
 ) -> tuple[list[tuple[Path, int]], ImageIndex, list[str]]:
-    """Bring the folder's index up to date; returns (file, row) pairs, the index, failures."""
+    """Bring the folder's index up to date; returns (file, row) pairs, the index, failures.
+
+    One index per searched folder: files in subfolders are keyed by their path relative
+    to it (a top-level file's key is its name, as before subfolders were searched)."""
     import torch
 
-    files = _folder_files(folder)
+    files = _folder_files(folder, recursive)
     path = index_path(folder, clip.name)
     old = ImageIndex.load(path, _model_identity(clip))
     failed: list[str] = []
@@ -295,7 +312,7 @@ def update_index(
     for file in files:
         try:
             stat = file.stat()
-            known = old.files.get(file.name)
+            known = old.files.get(_key(folder, file))
             if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
                 hashes[file] = known[2]  # unchanged since it was hashed: trust the table
             else:
@@ -319,7 +336,7 @@ def update_index(
     all_hashes = keep + [hashes[f] for f in done]
     row_of = {h: i for i, h in enumerate(all_hashes)}
     table = {
-        f.name: [f.stat().st_size, f.stat().st_mtime_ns, h]
+        _key(folder, f): [f.stat().st_size, f.stat().st_mtime_ns, h]
         for f, h in hashes.items()
         if h in row_of
     }
@@ -333,10 +350,17 @@ def update_index(
     return pairs, index, failed
 
 
+def _key(folder: Path, file: Path) -> str:
+    return file.relative_to(folder).as_posix()
+
+
 def search_command(
     query: Annotated[str, typer.Argument(help="what to look for, e.g. 'a dog on a beach'")],
     images: Annotated[Path, typer.Option("--images", "-i", help="folder of images to search")],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="how many results")] = 10,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="also search the folder's subfolders")
+    ] = False,
     model: ModelOption = "ViT-B-32/openai",
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -344,9 +368,9 @@ def search_command(
     """Rank the images of a folder by similarity to a text (embeddings cached in the folder)."""
     if not query.strip():
         raise PixgenError("the search text is empty")
-    files = _folder_files(images)  # bad folders fail before the model loads
+    files = _folder_files(images, recursive)  # bad folders fail before the model loads
     clip = _load_model(model, device)
-    pairs, index, failed = update_index(clip, images)
+    pairs, index, failed = update_index(clip, images, recursive)
     results: list[dict[str, Any]] = []
     if pairs and index.embeddings is not None:
         text = clip.encode_text([query]).cpu()
