@@ -104,7 +104,7 @@ class StepProfiler:
         for name, us in times.items():
             kinds[kind_of(name)] += us
         graph_launches = sum(
-            1 for event in self._profiler.events() if event.name == "cudaGraphLaunch"
+            1 for event in self._profiler.events() if event.name.startswith("cudaGraphLaunch")
         )
         return {
             "clock": "GPU kernels" if self.device.type == "cuda" else "CPU operators (self)",
