@@ -204,3 +204,17 @@ def test_a_plugin_error_is_reported_as_itself_when_compiled(
     with pytest.raises(PluginRunError, match=r"plugin 'clip'.*my loss is broken"):
         engine.run()
     assert engine.ctx.notices == []  # not taken for a compilation failure
+
+
+@pytest.mark.parametrize("compile", ["on", "off"])
+def test_the_progress_bar_shows_the_compiling_warm_up_as_such(
+    tiny_models: Any, compile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixgen.progress import ProgressDisplay
+
+    phases: list[str] = []
+    monkeypatch.setattr(ProgressDisplay, "set_phase", lambda self, text: phases.append(text))
+    recipe = vqgan_clip_recipe(tiny_models, compile)
+    engine = Engine(*load_recipe(recipe), write_files=False, quiet=False)  # the bar shown
+    assert engine.run().status == "completed"
+    assert phases == (["warming up (compiling)", "painting"] if compile == "on" else [])
