@@ -40,6 +40,8 @@ class _CompiledOrEager:
         if self.compiled is not None:
             try:
                 return self.compiled(*args, **kwargs)
+            except torch.cuda.OutOfMemoryError:
+                raise  # not compiling's fault: uncompiled would need more memory still
             except Exception as exc:  # dynamo/inductor failures of any kind
                 self.compiled = None
                 self.ctx.notice(

@@ -198,6 +198,12 @@ def make_run_dir(
 # -- plugin calls that name the culprit --------------------------------------------------
 
 
+def _out_of_memory(what: str) -> PixgenError:
+    return PixgenError(
+        f"out of GPU memory in {what}; lower the size, the cutouts or use fewer models"
+    )
+
+
 @contextlib.contextmanager
 def _blame(info: PluginInfo, what: str) -> Iterator[None]:
     """Turn an exception from plugin code into one message naming the plugin and file."""
@@ -206,9 +212,7 @@ def _blame(info: PluginInfo, what: str) -> Iterator[None]:
     except (PixgenError, KeyboardInterrupt):
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        raise PixgenError(
-            f"out of GPU memory in {what}; lower the size, the cutouts or use fewer models"
-        ) from exc
+        raise _out_of_memory(what) from exc
     except Exception as exc:
         source = f" ({info.file})" if info.file else ""
         raise PluginRunError(
@@ -453,7 +457,7 @@ class Engine:
         """
         try:
             return self._forward_backward(step)
-        except (PixgenError, torch.cuda.OutOfMemoryError):
+        except PixgenError:
             raise
         except Exception as exc:
             if not self.ctx.stop_compiling(step, exc):
@@ -467,7 +471,10 @@ class Engine:
             total, row = self._score(image, step)
         self.optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:
-            total.backward()
+            try:
+                total.backward()
+            except torch.cuda.OutOfMemoryError as exc:  # the backward needs the most memory
+                raise _out_of_memory(f"the backward pass of step {step}") from exc
         return image, total, row
 
     def _column_index(self, columns: tuple[int, ...]) -> torch.Tensor:

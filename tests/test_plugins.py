@@ -195,6 +195,53 @@ def test_plugin_raising_during_run_is_named(
     assert (tmp_path / "run" / "final.png").exists()
 
 
+def test_out_of_gpu_memory_in_the_backward_pass_is_one_clear_message(
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The backward pass holds the most memory, and runs outside any plugin's code."""
+    (tmp_path / "hungry.py").write_text(
+        textwrap.dedent('''
+        import pixgen
+        import torch
+
+        class OutOfMemoryBackward(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.clone()
+
+            @staticmethod
+            def backward(ctx, grad):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+
+        class Hungry(pixgen.Loss):
+            """Its backward runs out of memory on step 1."""
+            name = "hungry"
+
+            def __call__(self, image, ctx):
+                if ctx.step == 1:
+                    image = OutOfMemoryBackward.apply(image)
+                return image.mean()
+
+        @pixgen.hookimpl
+        def register_losses(register):
+            register(Hungry)
+    ''')
+    )
+    import yaml
+
+    recipe = dict(basic_recipe, plugins=["hungry.py"], losses=[{"use": "hungry"}])
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: out of GPU memory in the backward pass of step 1; lower the size")
+    assert "internal error" not in err and "Traceback" not in err
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["status"] == "failed" and run_info["steps_done"] == 1
+    assert (tmp_path / "run" / "final.png").exists()  # the finished step's picture kept
+
+
 # -- every hook has a test (datasette-style): test_hook_<name> -------------------------
 
 
