@@ -166,6 +166,42 @@ def test_cli_run_and_exit_status(
     assert json.loads((tmp_path / "o" / "run.json").read_text())["steps_done"] == 3
 
 
+def test_a_full_disk_is_one_message_and_keeps_what_was_written(
+    basic_recipe: dict,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    import yaml
+
+    import pixgen.fileio
+
+    real_fsync, files_written = os.fsync, []
+
+    def fsync_until_full(fd: int) -> None:
+        if len(files_written) == 4:  # recipe.yaml and three stills fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        files_written.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(pixgen.fileio.os, "fsync", fsync_until_full)
+    recipe = dict(basic_recipe, steps=8, outputs=[{"use": "png", "every": 1}])
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    assert main(["run", str(path), "-q", "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: disk full while writing {run}"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    stills = sorted(p.name for p in (run / "steps").iterdir())
+    assert stills == ["000000.png", "000001.png", "000002.png"]  # no half-written file
+    for still in stills:
+        assert Image.open(run / "steps" / still).size == tuple(recipe["size"])
+    assert not [p for p in run.rglob("*") if p.name.startswith(".")], "temporary files removed"
+
+
 def test_unavailable_device_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceError, match="no CUDA GPU"):
