@@ -96,7 +96,7 @@ def _walk_nodes(
 _BARE_COLOUR = re.compile(r"(?:^|[\[{,:]|-)\s*(#[0-9A-Fa-f]{3,8})\b", re.M)
 
 
-def colour_comment_hint(text: str | None) -> str:
+def _colour_comment_hint(text: str | None) -> str:
     """A hint when ``text`` has an unquoted hex colour, which YAML takes for a comment."""
     found = _BARE_COLOUR.search(text or "")
     if not found:
@@ -117,7 +117,7 @@ def _yaml_errors(origin: str) -> Iterator[None]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
         buffer = getattr(mark, "buffer", None) if mark else None
-        hint = colour_comment_hint(buffer if isinstance(buffer, str) else None)
+        hint = _colour_comment_hint(buffer if isinstance(buffer, str) else None)
         raise RecipeError(f"{origin}: {where}not valid YAML ({problem}){hint}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{origin}: not valid YAML ({exc})") from None
