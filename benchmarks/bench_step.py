@@ -30,8 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference
 import step_profile
 
-# An engine variant with this suffix picks cuDNN's algorithms by heuristics, not by timing.
-HEURISTICS = ":cudnn-heuristics"
+# Engine variants are MODE[:FLAG...]; each flag sets speed options of the recipe.
+VARIANT_FLAGS: dict[str, dict[str, Any]] = {
+    "cudnn-heuristics": {"cudnn_benchmark": False},  # cuDNN picks by heuristics, not timing
+    "channels-last": {"conv_layout": "channels_last"},  # NHWC forced in compiled graphs
+}
+
+
+def parse_variant(variant: str) -> tuple[str | None, dict[str, Any]]:
+    """``reduce-overhead:channels-last`` -> (compile mode or None for eager, speed options)."""
+    mode, *flags = variant.split(":")
+    speed: dict[str, Any] = {}
+    for flag in flags:
+        if flag not in VARIANT_FLAGS:
+            raise SystemExit(f"unknown variant flag {flag!r}; known: {', '.join(VARIANT_FLAGS)}")
+        speed.update(VARIANT_FLAGS[flag])
+    return (None if mode == "eager" else mode), speed
 
 
 def sync(device: torch.device) -> None:
@@ -61,14 +75,9 @@ def write_random_clip(folder: Path, arch: str = "ViT-B-32") -> Path:
     return path
 
 
-def write_weights(folder: Path) -> dict[str, Path]:
-    """Random VQGAN f16-16384 and ViT-B-32 weights in the real formats."""
-    import yaml
-    from safetensors.torch import save_file
-
-    from pixgen.models.vqgan import build_vqgan, parse_config
-
-    model_yaml = {
+def f16_16384_model_yaml() -> dict[str, Any]:
+    """taming's model.yaml of VQGAN imagenet f16-16384, as a mapping."""
+    return {
         "model": {
             "base_learning_rate": 4.5e-6,
             "target": "taming.models.vqgan.VQModel",
@@ -81,6 +90,16 @@ def write_weights(folder: Path) -> dict[str, Path]:
             },
         }
     }
+
+
+def write_weights(folder: Path) -> dict[str, Path]:
+    """Random VQGAN f16-16384 and ViT-B-32 weights in the real formats."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from pixgen.models.vqgan import build_vqgan, parse_config
+
+    model_yaml = f16_16384_model_yaml()
     (folder / "model.yaml").write_text(yaml.safe_dump(model_yaml))
     torch.manual_seed(0)
     vqgan = build_vqgan(parse_config(model_yaml))
@@ -215,7 +234,7 @@ def vqgan_recipe(
     device: str,
     cutouts: int,
     compile_mode: str | None,
-    cudnn_benchmark: bool = True,
+    speed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "name": f"bench-vqgan-{size}",
@@ -241,7 +260,7 @@ def vqgan_recipe(
         "speed": {
             "compile": "off" if compile_mode is None else "on",
             **({"mode": compile_mode} if compile_mode else {}),
-            "cudnn_benchmark": cudnn_benchmark,
+            **(speed or {}),
         },
     }
 
@@ -252,9 +271,9 @@ def pixel_recipe(
     device: str,
     cutouts: int,
     compile_mode: str | None,
-    cudnn_benchmark: bool = True,
+    speed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    recipe = vqgan_recipe(files, size, device, cutouts, compile_mode, cudnn_benchmark)
+    recipe = vqgan_recipe(files, size, device, cutouts, compile_mode, speed)
     recipe["name"] = f"bench-pixel-{size}"
     recipe["generator"] = {"use": "pixel"}
     return recipe
@@ -287,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "--modes",
         default="eager,reduce-overhead",
         help="engine variants: eager, default, reduce-overhead, max-autotune-no-cudagraphs; "
-        f"a variant ending in {HEURISTICS!r} runs with speed.cudnn_benchmark off",
+        f"each may end in :FLAG ({', '.join(VARIANT_FLAGS)}), e.g. reduce-overhead:channels-last",
     )
     parser.add_argument(
         "--profile",
@@ -301,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     sizes = [int(s) for s in args.sizes.split(",")]
-    modes = args.modes.split(",") if device.type == "cuda" else ["eager"]
+    modes = args.modes.split(",")
+    if device.type != "cuda":  # a smoke test: compiling on the CPU takes minutes
+        modes = [m for m in modes if parse_variant(m)[0] is None] or ["eager"]
     rows: list[dict[str, Any]] = []
     info = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -330,13 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         ) -> dict[str, Any]:
             """One pixgen variant: eager, or compiled in ``mode``."""
             row: dict[str, Any] = {"case": case, "impl": f"pixgen {mode}"}
-            heuristics = mode.endswith(HEURISTICS)
-            base_mode = mode.removesuffix(HEURISTICS)
-            compiled = None if base_mode == "eager" else base_mode
+            compiled, speed = parse_variant(mode)
             warm = args.warmup if compiled is None else args.compile_warmup
-            recipe = make_recipe(
-                files, size, args.device, args.cutouts, compiled, cudnn_benchmark=not heuristics
-            )
+            recipe = make_recipe(files, size, args.device, args.cutouts, compiled, speed)
             with peak_memory(device, row):
                 its, extra = engine_its(
                     recipe,
@@ -371,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 emit(engine_row(f"vqgan {size}", vqgan_recipe, size, mode, flops))
         if args.pixel:
-            for mode in (m for m in modes if not m.endswith(HEURISTICS)):
+            for mode in (m for m in modes if ":" not in m):  # the plain variants only
                 emit(engine_row(f"pixel {max(sizes)}", pixel_recipe, max(sizes), mode, None))
 
     for row in rows:

@@ -4,11 +4,12 @@
 #   1. the GPU-marked tests (engine vs reference at full size, no host sync in a step,
 #      cuDNN flag, CLIP, video)
 #   2. bench_step.py at 512² (issue 7): reference, pixgen eager (cuDNN timed and by
-#      heuristics) and compiled, pixel; each engine variant profiled over 5 more steps
+#      heuristics), compiled (inductor's layout, and NHWC forced), pixel; each engine
+#      variant profiled over 5 more steps
 #   3. bench_step.py at 256², compiled only (its compilation is long: a separate limit)
 #   4. bench_video.py at 512² (issue 6): the CLIP-guided loop, then the weight-free one
 # STAGE=train instead trains the embedded shapes CLIP on the GPU (issue 4, not needed now).
-# About 8 minutes in all (run it with timeout_s 560).
+# About 9.5 minutes in all (run it with timeout_s 590).
 # Run from the repository root on the GPU machine with the wheels of what it lacks in
 # .gpuwhl/ (prepared by benchmarks/fetch_device_wheels.sh); results go to $OUT.
 set -u
@@ -34,16 +35,16 @@ if [ "$STAGE" = train ]; then
   tail -n 25 "$OUT/train.log"
 fi
 if [ "$STAGE" = bench ]; then
-  timeout ${TESTS_S:-120} python3 -m pytest -q -s -m gpu -p no:cacheprovider \
+  timeout ${TESTS_S:-100} python3 -m pytest -q -s -m gpu -p no:cacheprovider \
       tests/test_step_equivalence.py tests/test_speed_gpu.py tests/test_clip_gpu.py \
       tests/test_video.py 2>&1 | grep -v WARNING \
       | tail -n 15 | tee "$OUT/gpu_tests.log"
-  timeout ${BENCH512_S:-170} python3 benchmarks/bench_step.py --device cuda --sizes 512 \
+  timeout ${BENCH512_S:-230} python3 benchmarks/bench_step.py --device cuda --sizes 512 \
       --steps 20 --warmup 3 --compile-warmup 8 --profile 5 \
-      --modes eager,eager:cudnn-heuristics,reduce-overhead \
+      --modes eager,eager:cudnn-heuristics,reduce-overhead,reduce-overhead:channels-last \
       --json "$OUT/bench_step_512.json" 2>&1 \
-      | grep -v WARNING | tee "$OUT/bench_step_512.log" | tail -n 9
-  timeout ${BENCH256_S:-110} python3 benchmarks/bench_step.py --device cuda --sizes 256 \
+      | grep -v WARNING | tee "$OUT/bench_step_512.log" | tail -n 10
+  timeout ${BENCH256_S:-100} python3 benchmarks/bench_step.py --device cuda --sizes 256 \
       --steps 30 --warmup 3 --compile-warmup 8 --modes reduce-overhead --no-pixel --profile 5 \
       --json "$OUT/bench_step_256.json" 2>&1 | grep -v WARNING \
       | tee "$OUT/bench_step_256.log" | tail -n 6

@@ -30,11 +30,30 @@ def _describe(exc: BaseException) -> str:
 class _CompiledOrEager:
     """torch.compile with a fallback to eager execution if compilation fails."""
 
-    def __init__(self, module: Callable[..., Any], name: str, mode: str, ctx: RunContext):
+    def __init__(
+        self,
+        module: Callable[..., Any],
+        name: str,
+        mode: str,
+        ctx: RunContext,
+        channels_last: bool = False,
+    ):
         self.eager = module
         self.name = name
         self.ctx = ctx
-        self.compiled: Callable[..., Any] | None = torch.compile(module, mode=mode, dynamic=False)
+        self.compiled: Callable[..., Any] | None
+        if channels_last:
+            from torch._inductor import list_mode_options
+
+            # Inductor keeps a training graph NCHW when a convolution narrows the channels
+            # (the VQGAN decoder's 512->256, 256->128, 128->3); this makes it NHWC anyway.
+            options = {
+                **list_mode_options(mode),
+                "force_layout_optimization": True,
+            }
+            self.compiled = torch.compile(module, options=options, dynamic=False)
+        else:
+            self.compiled = torch.compile(module, mode=mode, dynamic=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is not None:
@@ -139,7 +158,9 @@ class RunContext:
                     "(speed: {compile: on} compiles anyway)"
                 )
             return module
-        compiled = _CompiledOrEager(module, name, self.recipe.speed.mode, self)
+        speed = self.recipe.speed
+        channels_last = speed.conv_layout == "channels_last"
+        compiled = _CompiledOrEager(module, name, speed.mode, self, channels_last)
         self._compiled.append(compiled)
         return compiled
 

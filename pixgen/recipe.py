@@ -283,6 +283,12 @@ class SpeedConfig(_Strict):
         "reduce-overhead",
         description="torch.compile mode; reduce-overhead captures CUDA graphs",
     )
+    conv_layout: Literal["auto", "channels_last"] = Field(
+        "auto",
+        description="memory layout of the convolutions in compiled models: auto lets "
+        "inductor decide (it keeps the VQGAN decoder NCHW when gradients flow through it, "
+        "because some of its convolutions narrow the channels); channels_last forces NHWC",
+    )
     cudnn_benchmark: bool = Field(
         True,
         description="on CUDA, let cuDNN time its convolution algorithms on first use and keep "

@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_step
 import bench_video
+import decoder_layout
 import step_ops
 import step_profile
 
@@ -51,6 +52,38 @@ def test_bench_step_profiles_the_steps_after_the_timed_ones(tmp_path: Path) -> N
     flops = engine["tflop_per_step_by_kind"]
     assert flops["convolution"] > 0 and flops["matmul"] > 0
     assert sum(flops.values()) == pytest.approx(engine["tflop_per_step"])
+
+
+def test_decoder_layout_says_why_the_compiled_decoder_is_nchw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert decoder_layout.main(["--size", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "inference graph (64²): NHWC (channels_last)",
+        "training graph (64²): NCHW",
+    ]
+    assert lines[3].strip() == "512 -> 256, 256 -> 128, 128 -> 3"
+
+
+def test_bench_step_variants_set_speed_options(tmp_path: Path) -> None:
+    assert bench_step.parse_variant("eager") == (None, {})
+    assert bench_step.parse_variant("reduce-overhead:channels-last:cudnn-heuristics") == (
+        "reduce-overhead",
+        {"conv_layout": "channels_last", "cudnn_benchmark": False},
+    )
+    with pytest.raises(SystemExit, match="unknown variant flag 'nhwc'"):
+        bench_step.parse_variant("default:nhwc")
+    out = tmp_path / "step.json"
+    argv = ["--device", "cpu", "--sizes", "32", "--cutouts", "2", "--steps", "1", "--warmup", "1"]
+    modes = "eager,eager:cudnn-heuristics,reduce-overhead"  # compiled ones skipped on the CPU
+    assert bench_step.main([*argv, "--modes", modes, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["case"], r["impl"]) for r in rows if r["impl"].startswith("pixgen")] == [
+        ("vqgan 32", "pixgen eager"),
+        ("vqgan 32", "pixgen eager:cudnn-heuristics"),
+        ("pixel 32", "pixgen eager"),  # the pixel case runs the plain variants only
+    ]
 
 
 def test_a_failing_profiler_costs_its_figures_not_the_benchmark(

@@ -23,7 +23,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[Path, P
     return write_tiny_vqgan(folder / "vq"), make_tiny_clip_checkpoint(folder / "clip")
 
 
-def vqgan_clip_recipe(models: tuple[tuple[Path, Path], str], compile: str) -> dict[str, Any]:
+def vqgan_clip_recipe(
+    models: tuple[tuple[Path, Path], str], compile: str, **speed: Any
+) -> dict[str, Any]:
     (config, checkpoint), clip = models
     return {
         "name": "speed",
@@ -32,7 +34,7 @@ def vqgan_clip_recipe(models: tuple[tuple[Path, Path], str], compile: str) -> di
         "steps": 5,
         "device": "cpu",
         "precision": "fp32",
-        "speed": {"compile": compile},  # the default mode, reduce-overhead
+        "speed": {"compile": compile, **speed},  # the default mode, reduce-overhead
         # A large step, so the latents change codes within five steps.
         "optimizer": {"name": "adam", "lr": 1.0},
         "generator": {
@@ -113,12 +115,14 @@ def test_a_short_auto_run_on_cuda_says_why_it_does_not_compile() -> None:
     assert quiet.notices == []
 
 
-def test_a_compiled_run_paints_what_an_eager_run_paints(tiny_models: Any) -> None:
+@pytest.mark.parametrize("conv_layout", ["auto", "channels_last"])
+def test_a_compiled_run_paints_what_an_eager_run_paints(tiny_models: Any, conv_layout: str) -> None:
     from torch._dynamo.utils import counters
 
     _, eager, _ = run_engine(vqgan_clip_recipe(tiny_models, "off"))
     graphs_before = counters["stats"]["unique_graphs"]
-    engine, compiled, notices = run_engine(vqgan_clip_recipe(tiny_models, "on"))
+    recipe = vqgan_clip_recipe(tiny_models, "on", conv_layout=conv_layout)
+    engine, compiled, notices = run_engine(recipe)
     # Both heavy modules were captured as graphs (not skipped by dynamo) and stayed compiled.
     assert counters["stats"]["unique_graphs"] - graphs_before >= 2
     decoder = engine.generator._decode
