@@ -228,25 +228,28 @@ def engine_its(
     return its, extra
 
 
-def vqgan_recipe(
+def bench_recipe(
     files: dict[str, Path],
     size: int,
     device: str,
     cutouts: int,
     compile_mode: str | None,
     speed: dict[str, Any] | None = None,
+    generator: str = "vqgan",
 ) -> dict[str, Any]:
+    """The benchmark's recipe: ``generator`` (vqgan or pixel) + ViT-B-32, 32 cutouts."""
+    vqgan = {
+        "use": "vqgan",
+        "config": str(files["config"]),
+        "checkpoint": str(files["checkpoint"]),
+        "init": "random_codes",
+    }
     return {
-        "name": f"bench-vqgan-{size}",
+        "name": f"bench-{generator}-{size}",
         "seed": 1,
         "size": [size, size],
         "device": device,
-        "generator": {
-            "use": "vqgan",
-            "config": str(files["config"]),
-            "checkpoint": str(files["checkpoint"]),
-            "init": "random_codes",
-        },
+        "generator": vqgan if generator == "vqgan" else {"use": generator},
         "losses": [
             {
                 "use": "clip",
@@ -263,20 +266,6 @@ def vqgan_recipe(
             **(speed or {}),
         },
     }
-
-
-def pixel_recipe(
-    files: dict[str, Path],
-    size: int,
-    device: str,
-    cutouts: int,
-    compile_mode: str | None,
-    speed: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    recipe = vqgan_recipe(files, size, device, cutouts, compile_mode, speed)
-    recipe["name"] = f"bench-pixel-{size}"
-    recipe["generator"] = {"use": "pixel"}
-    return recipe
 
 
 def count_flops(step_loss: Callable[[], torch.Tensor]) -> tuple[float, dict[str, float]]:
@@ -344,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def engine_row(
             case: str,
-            make_recipe: Callable[..., dict[str, Any]],
+            generator: str,
             size: int,
             mode: str,
             flops: tuple[float, dict[str, float]] | None,
@@ -353,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             row: dict[str, Any] = {"case": case, "impl": f"pixgen {mode}"}
             compiled, speed = parse_variant(mode)
             warm = args.warmup if compiled is None else args.compile_warmup
-            recipe = make_recipe(files, size, args.device, args.cutouts, compiled, speed)
+            recipe = bench_recipe(
+                files, size, args.device, args.cutouts, compiled, speed, generator
+            )
             with peak_memory(device, row):
                 its, extra = engine_its(
                     recipe,
@@ -386,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
                 emit(row)
                 del ref
             for mode in modes:
-                emit(engine_row(f"vqgan {size}", vqgan_recipe, size, mode, flops))
+                emit(engine_row(f"vqgan {size}", "vqgan", size, mode, flops))
         if args.pixel:
             for mode in (m for m in modes if ":" not in m):  # the plain variants only
-                emit(engine_row(f"pixel {max(sizes)}", pixel_recipe, max(sizes), mode, None))
+                emit(engine_row(f"pixel {max(sizes)}", "pixel", max(sizes), mode, None))
 
     for row in rows:
         if "profile" in row:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     observer = _CountOneStep(args.warmup)
     with tempfile.TemporaryDirectory() as tmp:
         files = bench_step.write_weights(Path(tmp))
-        recipe = bench_step.vqgan_recipe(files, args.size, args.device, args.cutouts, None)
+        recipe = bench_step.bench_recipe(files, args.size, args.device, args.cutouts, None)
         recipe.update(precision=args.precision, steps=args.warmup + 1)
         # taming's decoder and open_clip's ViT image tower, by class: no loader is patched.
         observer.counter.track("Decoder", "VQGAN decoder forward")

@@ -159,6 +159,25 @@ def test_load_only_and_block_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "png" not in load_plugins().registry.names()
 
 
+def _run_loss_plugin(
+    tmp_path: Path,
+    basic_recipe: dict,
+    plugin_file: str,
+    loss: str,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str, dict]:
+    """``pixgen run`` of the basic recipe with only the loss ``loss`` from ``plugin_file``:
+    the exit status, stderr and the run's run.json."""
+    import yaml
+
+    recipe = dict(basic_recipe, plugins=[plugin_file], losses=[{"use": loss}])
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    return code, err, json.loads((tmp_path / "run" / "run.json").read_text())
+
+
 def test_plugin_raising_during_run_is_named(
     tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -180,17 +199,10 @@ def test_plugin_raising_during_run_is_named(
             register(Explodes)
     ''')
     )
-    import yaml
-
-    recipe = dict(basic_recipe, plugins=["bad.py"], losses=[{"use": "explodes"}])
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+    code, err, run_info = _run_loss_plugin(tmp_path, basic_recipe, "bad.py", "explodes", capsys)
     assert code == 1
     assert "loss plugin 'explodes'" in err and "bad.py" in err and "kaboom" in err
     assert "step 2" in err and "Traceback" not in err
-    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_info["status"] == "failed" and "kaboom" in run_info["error"]
     assert (tmp_path / "run" / "final.png").exists()
 
@@ -227,17 +239,10 @@ def test_out_of_gpu_memory_in_the_backward_pass_is_one_clear_message(
             register(Hungry)
     ''')
     )
-    import yaml
-
-    recipe = dict(basic_recipe, plugins=["hungry.py"], losses=[{"use": "hungry"}])
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+    code, err, run_info = _run_loss_plugin(tmp_path, basic_recipe, "hungry.py", "hungry", capsys)
     assert code == 2, err
     assert err.startswith("error: out of GPU memory in the backward pass of step 1; lower the size")
     assert "internal error" not in err and "Traceback" not in err
-    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_info["status"] == "failed" and run_info["steps_done"] == 1
     assert (tmp_path / "run" / "final.png").exists()  # the finished step's picture kept
 

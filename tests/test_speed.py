@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from clip_fixtures import make_tiny_clip_checkpoint
-from vqgan_fixtures import write_tiny_vqgan
+from vqgan_fixtures import tiny_vqgan_clip_recipe, write_tiny_vqgan
 
 from pixgen.context import AUTO_COMPILE_MIN_STEPS, RunContext, _CompiledOrEager
 from pixgen.engine import Engine
@@ -26,33 +26,18 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[Path, P
 def vqgan_clip_recipe(
     models: tuple[tuple[Path, Path], str], compile: str, **speed: Any
 ) -> dict[str, Any]:
-    (config, checkpoint), clip = models
-    return {
-        "name": "speed",
-        "seed": 0,
-        "size": [32, 32],
-        "steps": 5,
-        "device": "cpu",
-        "precision": "fp32",
-        "speed": {"compile": compile, **speed},  # the default mode, reduce-overhead
+    files, clip = models
+    recipe = tiny_vqgan_clip_recipe(
+        files,
+        clip,
+        speed={"compile": compile, **speed},  # the default mode, reduce-overhead
+        precision="fp32",
         # A large step, so the latents change codes within five steps.
-        "optimizer": {"name": "adam", "lr": 1.0},
-        "generator": {
-            "use": "vqgan",
-            "config": str(config),
-            "checkpoint": str(checkpoint),
-            "init": "noise",
-        },
-        "losses": [
-            {
-                "use": "clip",
-                "models": [clip],
-                "prompts": ["a red circle"],
-                "cutouts": 4,
-                "augment": [],
-            }
-        ],
-    }
+        optimizer={"name": "adam", "lr": 1.0},
+    )
+    recipe["generator"]["init"] = "noise"
+    recipe["losses"][0]["augment"] = []
+    return recipe
 
 
 def run_engine(recipe: dict[str, Any]) -> tuple[Engine, list[float], list[str]]:

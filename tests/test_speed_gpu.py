@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 from clip_fixtures import make_tiny_clip_checkpoint
-from vqgan_fixtures import write_tiny_vqgan
+from vqgan_fixtures import tiny_vqgan_clip_recipe, write_tiny_vqgan
 
 pytestmark = pytest.mark.gpu
 
@@ -75,21 +75,17 @@ def test_a_vqgan_clip_step_never_waits_for_the_gpu(tmp_path: Path, compile: str)
     import pixgen
     from pixgen.hookspecs import hookimpl
 
-    config, checkpoint = write_tiny_vqgan(tmp_path / "vq")
-    clip = make_tiny_clip_checkpoint(tmp_path / "clip")
     hookimpl(_SyncGuard.run_step)
     guard = _SyncGuard(first=4, last=8)
-    recipe = {
-        "name": "no-sync",
-        "seed": 0,
-        "size": [64, 64],
-        "steps": 9,
-        "device": "cuda",
-        "precision": "bf16",
-        "speed": {"compile": compile},
-        "generator": {"use": "vqgan", "config": str(config), "checkpoint": str(checkpoint)},
-        "losses": [{"use": "clip", "models": [clip], "prompts": ["a red circle"], "cutouts": 8}],
-    }
+    recipe = tiny_vqgan_clip_recipe(
+        write_tiny_vqgan(tmp_path / "vq"),
+        make_tiny_clip_checkpoint(tmp_path / "clip"),
+        speed={"compile": compile},
+        size=[64, 64],
+        steps=9,
+        device="cuda",
+        precision="bf16",
+    )
     try:
         result = pixgen.run(recipe, plugins=[guard], write_files=False, quiet=True)
     finally:

@@ -326,6 +326,26 @@ def tiny_context(
     )
 
 
+def tiny_vqgan_clip_recipe(
+    files: tuple[Path, Path], clip: str, *, speed: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A VQGAN+CLIP recipe on the tiny VQGAN ``files`` (config, checkpoint) and the tiny CLIP
+    ``clip`` (a model spec); ``overrides`` replace top-level fields, ``speed`` is merged."""
+    config, checkpoint = files
+    recipe: dict[str, Any] = {
+        "name": "tiny-vqgan-clip",
+        "seed": 0,
+        "size": [32, 32],
+        "steps": 5,
+        "device": "cpu",
+        "generator": {"use": "vqgan", "config": str(config), "checkpoint": str(checkpoint)},
+        "losses": [{"use": "clip", "models": [clip], "prompts": ["a red circle"], "cutouts": 4}],
+        "speed": dict(speed or {}),
+    }
+    recipe.update(overrides)
+    return recipe
+
+
 __all__ = [
     "TINY_FACTOR",
     "Evil",
@@ -336,6 +356,7 @@ __all__ = [
     "tiny_config",
     "tiny_context",
     "tiny_state_dict",
+    "tiny_vqgan_clip_recipe",
     "unimportable_class",
     "write_malicious_checkpoint",
     "write_registry",
