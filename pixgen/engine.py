@@ -488,13 +488,16 @@ class Engine:
         with _blame(self._generator_info, f"step {step}"):
             image = self.generator()
         if step == 0:
-            expected = (1, 3, self.recipe.size[1], self.recipe.size[0])
-            if tuple(image.shape) != expected:
-                raise PluginRunError(
-                    f"generator {self._generator_info.name!r} ({self._generator_info.file}) "
-                    f"rendered shape {tuple(image.shape)}, expected {expected}"
-                )
+            self._check_shape(image)
         return image
+
+    def _check_shape(self, image: torch.Tensor) -> None:
+        expected = (1, 3, self.recipe.size[1], self.recipe.size[0])
+        if tuple(image.shape) != expected:
+            raise PluginRunError(
+                f"generator {self._generator_info.name!r} ({self._generator_info.file}) "
+                f"rendered shape {tuple(image.shape)}, expected {expected}"
+            )
 
     def _early_stop_due(self, step: int) -> bool:
         cfg = self.recipe.early_stop
@@ -601,7 +604,9 @@ class Engine:
         final_tensor: torch.Tensor | None = None
         try:
             with torch.no_grad():
-                final_tensor = self.generator().detach().float()
+                rendered = self.generator().detach().float()
+            self._check_shape(rendered)
+            final_tensor = rendered
         except Exception as exc:  # keep what we can; the first error wins
             error = error or exc
         summaries: dict[str, Any] = {}

@@ -77,6 +77,24 @@ def test_plugins_show_prints_options_from_the_schema(capsys: pytest.CaptureFixtu
     assert "did you mean 'pixel'" in capsys.readouterr().err
 
 
+def test_plugins_show_and_list_a_local_plugin_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plugin author sees their file's options before writing the recipe."""
+    (tmp_path / "my_loss.py").write_text(CUSTOM_LOSS)
+    assert main(["plugins", "show", "brightness"]) == 2
+    assert "add --plugin FILE" in capsys.readouterr().err
+    assert main(["plugins", "show", "brightness", "--plugin", str(tmp_path / "my_loss.py")]) == 0
+    out = capsys.readouterr().out
+    assert "brightness (loss, from file" in out and "my_loss.py" in out
+    assert "level: number = 0.9  -- target mean brightness" in out
+    assert main(["plugins", "list", "--json", "-p", str(tmp_path / "my_loss.py")]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["brightness"]["kind"] == "loss" and "pixel" in rows
+    assert main(["plugins", "list", "-p", str(tmp_path / "missing.py")]) == 2
+    assert "plugin file not found" in capsys.readouterr().err
+
+
 def test_local_plugin_file_takes_effect_in_a_run(tmp_path: Path, basic_recipe: dict) -> None:
     (tmp_path / "my_loss.py").write_text(CUSTOM_LOSS)
     recipe = dict(basic_recipe, plugins=["my_loss.py"], steps=30)
@@ -205,6 +223,48 @@ def test_plugin_raising_during_run_is_named(
     assert "step 2" in err and "Traceback" not in err
     assert run_info["status"] == "failed" and "kaboom" in run_info["error"]
     assert (tmp_path / "run" / "final.png").exists()
+
+
+def test_generator_rendering_the_wrong_shape_is_named(
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The final image is rendered again after a failure: the shape error must survive it
+    instead of ending as an internal error from the PNG writer."""
+    (tmp_path / "two_channels.py").write_text(
+        textwrap.dedent('''
+        import pixgen
+        import torch
+
+        class TwoChannels(pixgen.Generator):
+            """Forgets the blue channel."""
+            name = "two_channels"
+
+            def __init__(self, options, ctx):
+                super().__init__(options, ctx)
+                self.pixels = torch.nn.Parameter(torch.rand(1, 2, ctx.height, ctx.width))
+
+            def forward(self):
+                return self.pixels
+
+        @pixgen.hookimpl
+        def register_generators(register):
+            register(TwoChannels)
+    ''')
+    )
+    import yaml
+
+    recipe = dict(basic_recipe, plugins=["two_channels.py"], generator={"use": "two_channels"})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "generator 'two_channels'" in err and "two_channels.py" in err
+    assert "rendered shape (1, 2, 48, 64), expected (1, 3, 48, 64)" in err
+    assert "internal error" not in err
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["status"] == "failed" and "rendered shape" in run_info["error"]
+    assert not (tmp_path / "run" / "final.png").exists()
 
 
 def test_out_of_gpu_memory_in_the_backward_pass_is_one_clear_message(

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+if TYPE_CHECKING:
+    from pixgen.plugins import PluginSet
+
 plugins_app = typer.Typer(help="List plugins and show their options.", no_args_is_help=True)
+
+PluginFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--plugin",
+        "-p",
+        help="also load this local plugin file, as a recipe's plugins: does (repeatable)",
+    ),
+]
+
+
+def _plugins(files: list[Path] | None) -> PluginSet:
+    """The installed plugins, plus ``files`` loaded as a recipe would load them."""
+    from pixgen.plugins import default_plugins, load_plugins
+
+    return load_plugins(files) if files else default_plugins()
 
 
 def describe_options(cls: type) -> list[dict[str, Any]]:
@@ -40,11 +60,10 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
 @plugins_app.command("list")
 def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    files: PluginFiles = None,
 ) -> None:
     """Every plugin: name, kind, where it comes from, what it does."""
-    from pixgen.plugins import default_plugins
-
-    plugins = default_plugins()
+    plugins = _plugins(files)
     infos = sorted(plugins.registry.plugins.values(), key=lambda i: (i.kind, i.name))
     if as_json:
         data = [
@@ -74,16 +93,17 @@ def list_plugins(
 def show_plugin(
     name: Annotated[str, typer.Argument(help="plugin name, e.g. pixel or clip")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    files: PluginFiles = None,
 ) -> None:
     """A plugin's options with types, defaults and docs."""
     from pixgen.errors import PixgenError
-    from pixgen.plugins import default_plugins
 
-    plugins = default_plugins()
+    plugins = _plugins(files)
     try:
         info = plugins.registry.get(name)
     except KeyError as exc:
-        raise PixgenError(str(exc.args[0])) from None
+        hint = "" if files else "; a plugin in a local file: add --plugin FILE"
+        raise PixgenError(f"{exc.args[0]}{hint}") from None
     rows = describe_options(info.cls)
     if as_json:
         sys.stdout.write(
