@@ -24,6 +24,35 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        import torch
+
+        import pixgen
+
+        sys.stdout.write(
+            f"pixgen {pixgen.__version__} (torch {torch.__version__}, "
+            f"Python {platform.python_version()})\n"
+        )
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        is_eager=True,
+        callback=_print_version,
+        help="print pixgen's, torch's and Python's versions and exit",
+    ),
+) -> None:
+    """Paint pictures by optimisation, guided by CLIP."""
+
+
 # Each module adds its commands; a module that is not there yet is skipped.
 COMMAND_MODULES = [
     "pixgen.commands.run",

@@ -33,7 +33,13 @@ from PIL import Image
 import pixgen
 from pixgen.animation import Animator
 from pixgen.context import RunContext
-from pixgen.errors import DeviceError, PixgenError, PluginRunError, RecipeError
+from pixgen.errors import (
+    DeviceError,
+    LossNotFinite,
+    PixgenError,
+    PluginRunError,
+    RecipeError,
+)
 from pixgen.fileio import atomic_write_text, save_png, tensor_to_pil
 from pixgen.plugin import Generator, Loss, Output
 from pixgen.plugins import PluginInfo, PluginSet
@@ -229,6 +235,10 @@ class _LossSlot:
     weight: ScheduleFn
 
 
+# How often the loop reads the loss back to stop a run whose loss is NaN or infinite.
+FINITE_CHECK_INTERVAL_S = 1.0
+
+
 class _History:
     """Per-step loss values kept on the device; read back in batches."""
 
@@ -236,6 +246,7 @@ class _History:
         self.columns: list[str] = ["total"]
         self._pending: list[torch.Tensor] = []
         self.rows: list[list[float]] = []
+        self._finite_rows = 0  # rows already found to have a finite total
 
     def column(self, name: str) -> int:
         if name not in self.columns:
@@ -256,6 +267,15 @@ class _History:
         host = torch.stack(padded).cpu().tolist()
         self.rows.extend(host)
         self._pending.clear()
+
+    def first_non_finite_total(self) -> int | None:
+        """The first step read back whose weighted total is NaN or infinite, if any."""
+        self.sync()
+        for step in range(self._finite_rows, len(self.rows)):
+            if not math.isfinite(self.rows[step][0]):
+                return step
+        self._finite_rows = len(self.rows)
+        return None
 
     def latest(self) -> dict[str, float]:
         self.sync()
@@ -499,6 +519,30 @@ class Engine:
                 f"rendered shape {tuple(image.shape)}, expected {expected}"
             )
 
+    def _stop_if_not_finite(self) -> None:
+        """A NaN or infinite total poisons the gradients, then the image: stop there.
+
+        Called about once a second (reading the history back waits for the GPU)."""
+        step = self.history.first_non_finite_total()
+        if step is None:
+            return
+        row = self.history.rows[step]
+        active = [slot.label for slot in self.losses if slot.weight(step) != 0.0]
+        terms = [
+            column
+            for i, column in enumerate(self.history.columns[1:], start=1)
+            if i < len(row)
+            and not math.isfinite(row[i])
+            and any(column == label or column.startswith(f"{label}/") for label in active)
+        ]
+        what = "NaN" if math.isnan(row[0]) else "infinite"
+        source = f" ({', '.join(map(repr, terms))} was {what})" if terms else ""
+        raise LossNotFinite(
+            f"the loss became {what} at step {step}{source}, and no later step can recover "
+            "from it, so the run stopped; try a lower optimizer lr or loss weight, or "
+            "precision: fp32"
+        )
+
     def _early_stop_due(self, step: int) -> bool:
         cfg = self.recipe.early_stop
         if cfg is None or (step + 1) % cfg.check_every:
@@ -532,6 +576,7 @@ class Engine:
         observe = self.plugins.has_observers("run_step")
         cudagraphs = ctx.compile_enabled and recipe.speed.mode == "reduce-overhead"
         steps_done = 0
+        next_finite_check = t0 + FINITE_CHECK_INTERVAL_S
         error: BaseException | None = None
         ctx.status = "running"
         with self._sigint_guard(), self._cudnn_benchmark():
@@ -569,6 +614,9 @@ class Engine:
                         progress.set_phase("painting")
                     if progress.due(step, recipe.steps):
                         progress.update(step, self.history.latest())
+                    if time.perf_counter() >= next_finite_check or step + 1 == recipe.steps:
+                        self._stop_if_not_finite()
+                        next_finite_check = time.perf_counter() + FINITE_CHECK_INTERVAL_S
                     if self._early_stop_due(step):
                         ctx.status = "early_stopped"
                         break
@@ -606,6 +654,8 @@ class Engine:
             with torch.no_grad():
                 rendered = self.generator().detach().float()
             self._check_shape(rendered)
+            if not bool(torch.isfinite(rendered).all()):
+                raise LossNotFinite("the final image is NaN or infinite; final.png not written")
             final_tensor = rendered
         except Exception as exc:  # keep what we can; the first error wins
             error = error or exc

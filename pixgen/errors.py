@@ -38,6 +38,12 @@ class PluginRunError(PixgenError):
     exit_code = 1
 
 
+class LossNotFinite(PixgenError):
+    """The weighted loss became NaN or infinite; no later step can recover from it."""
+
+    exit_code = 1
+
+
 class WeightsError(PixgenError):
     """Model weights are missing, corrupt, unsafe or cannot be fetched."""
 

@@ -166,6 +166,19 @@ def test_cli_run_and_exit_status(
     assert json.loads((tmp_path / "o" / "run.json").read_text())["steps_done"] == 3
 
 
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """What a bug report needs: pixgen's, torch's and Python's versions."""
+    import platform
+
+    for flag in ("--version", "-V"):
+        assert main([flag]) == 0
+        out = capsys.readouterr().out.strip()
+        assert out == (
+            f"pixgen {pixgen.__version__} (torch {torch.__version__}, "
+            f"Python {platform.python_version()})"
+        )
+
+
 def test_a_full_disk_is_one_message_and_keeps_what_was_written(
     basic_recipe: dict,
     tmp_path: Path,

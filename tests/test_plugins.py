@@ -267,6 +267,53 @@ def test_generator_rendering_the_wrong_shape_is_named(
     assert not (tmp_path / "run" / "final.png").exists()
 
 
+def test_a_loss_becoming_nan_stops_the_run_and_names_the_term(
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every step after a NaN paints nothing: stop, say where, keep the stills."""
+    import yaml
+
+    (tmp_path / "unstable.py").write_text(
+        textwrap.dedent('''
+        import pixgen
+
+        class Unstable(pixgen.Loss):
+            """NaN from step 3."""
+            name = "unstable"
+
+            def __call__(self, image, ctx):
+                return image.mean() * (float("nan") if ctx.step >= 3 else 1.0)
+
+        @pixgen.hookimpl
+        def register_losses(register):
+            register(Unstable)
+    ''')
+    )
+    recipe = dict(
+        basic_recipe,
+        plugins=["unstable.py"],
+        losses=[
+            {"use": "unstable", "weight": 0.1},
+            # scheduled off from step 2: its column is empty, not to blame
+            {"use": "smoothness", "weight": {0: 1.0, 1: 1.0, 2: 0.0}},
+        ],
+        outputs=[{"use": "png", "every": 1}],
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "the loss became NaN at step 3 ('unstable' was NaN)" in err
+    assert "lower optimizer lr" in err
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["status"] == "failed" and "step 3" in run_info["error"]
+    assert None not in run_info["history"]["total"][:3]  # the steps before were finite
+    # the stills painted before the NaN are kept; a NaN final image is not written
+    assert (tmp_path / "run" / "steps" / "000002.png").exists()
+    assert not (tmp_path / "run" / "final.png").exists()
+
+
 def test_out_of_gpu_memory_in_the_backward_pass_is_one_clear_message(
     tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
