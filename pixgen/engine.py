@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,9 @@ class _LossSlot:
     info: PluginInfo
     weight: ScheduleFn
 
+
+# torch's warning for a schedule stepped in a step that did not step the optimiser.
+_SCHEDULER_ORDER_WARNING = r"Detected call of `lr_scheduler\.step\(\)` before"
 
 # How often the loop reads the loss back to stop a run whose loss is NaN or infinite.
 FINITE_CHECK_INTERVAL_S = 1.0
@@ -448,17 +452,14 @@ class Engine:
             with _blame(slot.info, f"step {step}"):
                 out = slot.loss(image, self.ctx)
             if isinstance(out, Mapping):
-                terms = {k: v.float() for k, v in out.items()}
+                terms = {k: self._loss_value(slot, v, f"term {k!r}") for k, v in out.items()}
                 value = torch.stack(list(terms.values())).sum() if terms else total * 0
                 for key, term in terms.items():
                     values.append((self.history.column(f"{slot.label}/{key}"), term))
             else:
-                value = out.float()
-            if step == 0 and value.dim() != 0:
-                raise PluginRunError(
-                    f"loss plugin {slot.info.name!r} ({slot.info.file}) returned a tensor of "
-                    f"shape {tuple(value.shape)}; a loss must be a scalar"
-                )
+                value = self._loss_value(slot, out, "value")
+            if step == 0:
+                self._check_loss_value(slot, value, image)
             values.append((self.history.column(slot.label), value))
             total = total + weight * value
         row = torch.full((len(self.history.columns),), math.nan, device=self.device)
@@ -467,6 +468,29 @@ class Engine:
             row = row.index_copy(0, index, torch.stack([v.detach() for _, v in values]))
         row[0] = total.detach()
         return total, row
+
+    @staticmethod
+    def _loss_value(slot: _LossSlot, value: object, what: str) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise PluginRunError(
+                f"loss plugin {slot.info.name!r} ({slot.info.file}) returned a "
+                f"{type(value).__name__} as its {what}; a loss returns a scalar tensor "
+                "computed from the image (or a dict of them), so that it has a gradient"
+            )
+        return value.float()
+
+    def _check_loss_value(self, slot: _LossSlot, value: torch.Tensor, image: torch.Tensor) -> None:
+        """Step 0: a loss must be a scalar, and one without a gradient steers nothing."""
+        if value.dim() != 0:
+            raise PluginRunError(
+                f"loss plugin {slot.info.name!r} ({slot.info.file}) returned a tensor of "
+                f"shape {tuple(value.shape)}; a loss must be a scalar"
+            )
+        if image.requires_grad and not value.requires_grad:
+            self.ctx.notice(
+                f"loss {slot.label!r} ({slot.info.file}) has no gradient at step 0 (is it "
+                "detached from the image?); it cannot steer the picture"
+            )
 
     def _gradients(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Render, score and back-propagate: the image, the weighted total and the row.
@@ -596,9 +620,13 @@ class Engine:
                         self._animate(step)
                     image, total, row = self._gradients(step)
                     self.history.record(row)
-                    if total.requires_grad:  # all weights scheduled to 0: nothing to learn
+                    if total.requires_grad:
                         self.optimizer.step()
-                    self.scheduler.step()
+                        self.scheduler.step()
+                    else:  # nothing to learn (weights scheduled to 0): the lr still moves on
+                        with warnings.catch_warnings():
+                            warnings.filterwarnings("ignore", message=_SCHEDULER_ORDER_WARNING)
+                            self.scheduler.step()
                     with _blame(self._generator_info, f"post_step {step}"):
                         self.generator.post_step()
                     steps_done = step + 1

@@ -314,6 +314,72 @@ def test_a_loss_becoming_nan_stops_the_run_and_names_the_term(
     assert not (tmp_path / "run" / "final.png").exists()
 
 
+def test_a_loss_returning_a_number_or_nothing_is_named(
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "untensored.py").write_text(
+        textwrap.dedent('''
+        import pixgen
+
+        class Number(pixgen.Loss):
+            """float() of the loss: no gradient left."""
+            name = "number"
+
+            def __call__(self, image, ctx):
+                return float(image.detach().mean())
+
+        class Nothing(pixgen.Loss):
+            """Forgets to return."""
+            name = "nothing"
+
+            def __call__(self, image, ctx):
+                image.mean()
+
+        @pixgen.hookimpl
+        def register_losses(register):
+            register(Number)
+            register(Nothing)
+    ''')
+    )
+    for loss, kind in (("number", "float"), ("nothing", "NoneType")):
+        (tmp_path / loss).mkdir()
+        plugin_file = str(tmp_path / "untensored.py")
+        code, err, run_info = _run_loss_plugin(
+            tmp_path / loss, basic_recipe, plugin_file, loss, capsys
+        )
+        assert code == 1 and "internal error" not in err
+        assert f"loss plugin {loss!r}" in err and "untensored.py" in err
+        assert f"returned a {kind} as its value; a loss returns a scalar tensor" in err
+        assert run_info["status"] == "failed"
+
+
+def test_a_loss_without_a_gradient_gets_a_notice_and_no_torch_warning(
+    basic_recipe: dict, recwarn: pytest.WarningsRecorder
+) -> None:
+    class Detached(pixgen.Loss):
+        """Measures the image but cannot change it."""
+
+        name = "detached"
+
+        def __call__(self, image, ctx):  # type: ignore[no-untyped-def]
+            return image.detach().mean()
+
+    class Plugin:
+        @pixgen.hookimpl
+        def register_losses(self, register):  # type: ignore[no-untyped-def]
+            register(Detached)
+
+    recipe = dict(basic_recipe, steps=3, losses=[{"use": "detached"}])
+    result = pixgen.run(recipe, plugins=[Plugin()])
+    assert result.status == "completed"
+    assert any(
+        "loss 'detached'" in n and "cannot steer the picture" in n for n in result.info["notices"]
+    )
+    # nothing to learn: the optimiser is not stepped, and torch's lr-schedule warning
+    # about that is not the user's business
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
+
+
 def test_out_of_gpu_memory_in_the_backward_pass_is_one_clear_message(
     tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:

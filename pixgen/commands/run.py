@@ -28,7 +28,10 @@ def run_command(
     offline: Annotated[
         bool, typer.Option("--offline", help="never download weights (also PIXGEN_OFFLINE=1)")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="no progress bar and no notices (run.json keeps them)"),
+    ] = False,
 ) -> None:
     """Run a recipe: write final.png, run.json and the outputs into a new run folder."""
     from pixgen.engine import Engine
