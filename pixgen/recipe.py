@@ -337,7 +337,10 @@ class RecipeCore(_Strict):
 
     name: str = Field("untitled", min_length=1, max_length=100, description="name of the run")
     seed: int | None = Field(None, ge=0, lt=2**63, description="random seed (random if unset)")
-    size: tuple[int, int] = Field((512, 512), description="image width, height in pixels")
+    size: tuple[int, int] = Field(
+        (512, 512),
+        description="image [width, height] in pixels; one number (512) or '640x360' also works",
+    )
     steps: int | None = Field(
         None, ge=1, le=1_000_000, description="optimisation steps (default from quality, else 300)"
     )
@@ -358,6 +361,19 @@ class RecipeCore(_Strict):
     )
     speed: SpeedConfig = Field(default_factory=SpeedConfig)  # type: ignore[arg-type]
     plugins: list[str] = Field(default_factory=list, description="local plugin files to load")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _read_size(cls, value: Any) -> Any:
+        """``512`` is a square; ``"640x360"`` is width x height, as image tools write it."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", value)
+            if match is None:
+                raise ValueError("expected [width, height], one number or 'WIDTHxHEIGHT'")
+            return (int(match[1]), int(match[2]))
+        return value
 
     @field_validator("size")
     @classmethod
@@ -463,10 +479,10 @@ class _Problems:
         self.items.append(Problem(tuple(path), message))
 
     def line_of(self, path: Path_) -> str:
-        for cut in range(len(path), -1, -1):
-            prefix = tuple(path[:cut])
-            if prefix in self.overridden:
-                return "--set"
+        prefixes = [tuple(path[:cut]) for cut in range(len(path), -1, -1)]
+        if any(prefix in self.overridden for prefix in prefixes):
+            return "--set"  # the file's lines under an overridden value are gone
+        for prefix in prefixes:
             if prefix in self.source.lines:
                 return f"line {self.source.lines[prefix]}"
         return ""

@@ -53,7 +53,7 @@ MALFORMED: dict[str, str | bytes] = {
     "steps null bool": BASE.replace("steps: 3", "steps: [1]"),
     "size negative": BASE.replace("size: [32, 32]", "size: [-32, 32]"),
     "size zero": BASE.replace("size: [32, 32]", "size: [0, 0]"),
-    "size one number": BASE.replace("size: [32, 32]", "size: 32"),
+    "size a word": BASE.replace("size: [32, 32]", "size: large"),
     "size three numbers": BASE.replace("size: [32, 32]", "size: [32, 32, 3]"),
     "size strings": BASE.replace("size: [32, 32]", "size: [wide, tall]"),
     "size enormous": BASE.replace("size: [32, 32]", "size: [100000, 100000]"),

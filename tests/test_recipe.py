@@ -52,6 +52,25 @@ def test_sets_override_any_field_with_yaml_values(tmp_path: Path) -> None:
     assert recipe.size == (32, 32)
 
 
+def test_size_as_one_number_or_width_x_height(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    assert load_recipe(path, ["size=256"])[0].size == (256, 256)
+    assert load_recipe(path, ["size=640x360"])[0].size == (640, 360)
+    assert load_recipe(path, ["size='640 X 360'"])[0].size == (640, 360)
+    with pytest.raises(RecipeError, match="one number or 'WIDTHxHEIGHT'"):
+        load_recipe(path, ["size=big"])
+    with pytest.raises(RecipeError, match="between 8 and 8192"):
+        load_recipe(path, ["size=4"])
+
+
+def test_a_problem_inside_an_overridden_value_is_located_at_the_override(
+    tmp_path: Path,
+) -> None:
+    # size[1] exists in the file (line 2), but --set replaced the whole size
+    with pytest.raises(RecipeError, match=r"--set, size\[1\]: required but missing"):
+        load_recipe(write(tmp_path, GOOD), ["size=[64]"])
+
+
 def test_compile_on_and_off_read_as_written_in_yaml(tmp_path: Path) -> None:
     # YAML 1.1 reads a bare on/off as true/false; the recipe means the words.
     recipe, _ = load_recipe(write(tmp_path, GOOD + "speed: {compile: on}\n"))
