@@ -184,11 +184,38 @@ def _run_loss_plugin(
     loss: str,
     capsys: pytest.CaptureFixture[str],
 ) -> tuple[int, str, dict]:
-    """``pixgen run`` of the basic recipe with only the loss ``loss`` from ``plugin_file``:
-    the exit status, stderr and the run's run.json."""
+    """``pixgen run`` of the basic recipe with only the loss ``loss`` from ``plugin_file``."""
+    recipe = dict(basic_recipe, plugins=[plugin_file], losses=[{"use": loss}])
+    return _run_cli(tmp_path, recipe, capsys)
+
+
+def _loss_plugin_file(path: Path, returns: dict[str, str]) -> None:
+    """A plugin file registering one loss per name, whose ``__call__(image, ctx)`` returns
+    the given Python expression."""
+    classes = "".join(
+        f'''
+class Loss{i}(pixgen.Loss):
+    """The test loss {name}."""
+    name = {name!r}
+
+    def __call__(self, image, ctx):
+        return {expression}
+'''
+        for i, (name, expression) in enumerate(returns.items())
+    )
+    registers = "".join(f"    register(Loss{i})\n" for i in range(len(returns)))
+    path.write_text(
+        f"import pixgen\n{classes}\n@pixgen.hookimpl\ndef register_losses(register):\n{registers}"
+    )
+
+
+def _run_cli(
+    tmp_path: Path, recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, dict]:
+    """``pixgen run`` of ``recipe`` into ``tmp_path/run``: the exit status, stderr and the
+    run's run.json."""
     import yaml
 
-    recipe = dict(basic_recipe, plugins=[plugin_file], losses=[{"use": loss}])
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
@@ -251,18 +278,12 @@ def test_generator_rendering_the_wrong_shape_is_named(
             register(TwoChannels)
     ''')
     )
-    import yaml
-
     recipe = dict(basic_recipe, plugins=["two_channels.py"], generator={"use": "two_channels"})
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+    code, err, run_info = _run_cli(tmp_path, recipe, capsys)
     assert code == 1
     assert "generator 'two_channels'" in err and "two_channels.py" in err
     assert "rendered shape (1, 2, 48, 64), expected (1, 3, 48, 64)" in err
     assert "internal error" not in err
-    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_info["status"] == "failed" and "rendered shape" in run_info["error"]
     assert not (tmp_path / "run" / "final.png").exists()
 
@@ -271,23 +292,9 @@ def test_a_loss_becoming_nan_stops_the_run_and_names_the_term(
     tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every step after a NaN paints nothing: stop, say where, keep the stills."""
-    import yaml
-
-    (tmp_path / "unstable.py").write_text(
-        textwrap.dedent('''
-        import pixgen
-
-        class Unstable(pixgen.Loss):
-            """NaN from step 3."""
-            name = "unstable"
-
-            def __call__(self, image, ctx):
-                return image.mean() * (float("nan") if ctx.step >= 3 else 1.0)
-
-        @pixgen.hookimpl
-        def register_losses(register):
-            register(Unstable)
-    ''')
+    _loss_plugin_file(
+        tmp_path / "unstable.py",
+        {"unstable": 'image.mean() * (float("nan") if ctx.step >= 3 else 1.0)'},
     )
     recipe = dict(
         basic_recipe,
@@ -299,14 +306,10 @@ def test_a_loss_becoming_nan_stops_the_run_and_names_the_term(
         ],
         outputs=[{"use": "png", "every": 1}],
     )
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    code = main(["run", str(path), "-q", "--output", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+    code, err, run_info = _run_cli(tmp_path, recipe, capsys)
     assert code == 1 and "Traceback" not in err
     assert "the loss became NaN at step 3 ('unstable' was NaN)" in err
     assert "lower optimizer lr" in err
-    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_info["status"] == "failed" and "step 3" in run_info["error"]
     assert None not in run_info["history"]["total"][:3]  # the steps before were finite
     # the stills painted before the NaN are kept; a NaN final image is not written
@@ -317,29 +320,9 @@ def test_a_loss_becoming_nan_stops_the_run_and_names_the_term(
 def test_a_loss_returning_a_number_or_nothing_is_named(
     tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "untensored.py").write_text(
-        textwrap.dedent('''
-        import pixgen
-
-        class Number(pixgen.Loss):
-            """float() of the loss: no gradient left."""
-            name = "number"
-
-            def __call__(self, image, ctx):
-                return float(image.detach().mean())
-
-        class Nothing(pixgen.Loss):
-            """Forgets to return."""
-            name = "nothing"
-
-            def __call__(self, image, ctx):
-                image.mean()
-
-        @pixgen.hookimpl
-        def register_losses(register):
-            register(Number)
-            register(Nothing)
-    ''')
+    _loss_plugin_file(
+        tmp_path / "untensored.py",
+        {"number": "float(image.detach().mean())", "nothing": "None"},
     )
     for loss, kind in (("number", "float"), ("nothing", "NoneType")):
         (tmp_path / loss).mkdir()
