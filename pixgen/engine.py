@@ -63,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(
                 f"device {name!r} was asked for, but PyTorch sees no CUDA GPU "
-                f"(torch {torch.__version__}); use device: auto or cpu"
+                f"(torch {torch.__version__}); use auto or cpu instead"
             )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():

@@ -66,7 +66,8 @@ class Plugin:
     @classmethod
     def summary_line(cls) -> str:
         doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        # plain text for tables and JSON: docstrings mark code reST-style, ``like this``
+        return doc.splitlines()[0].replace("``", "") if doc else ""
 
 
 class Generator(nn.Module, Plugin):

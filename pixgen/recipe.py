@@ -496,12 +496,19 @@ class _Problems:
             where = self.line_of(problem.path)
             return int(where.split()[1]) if where.startswith("line ") else 10**9
 
+        set_file_missing = False
         for problem in sorted(self.items, key=line_number)[:12]:
             where = self.line_of(problem.path)
+            set_file_missing |= where == "--set" and problem.message.startswith("file not found")
             where = f"{where}, " if where else ""
             parts.append(f"  {where}{format_path(problem.path)}: {problem.message}")
         if len(self.items) > 12:
             parts.append(f"  … and {len(self.items) - 12} more")
+        if set_file_missing:
+            parts.append(
+                "  (a --set value is read as if written in the recipe: a relative path is "
+                "relative to the recipe's folder; give an absolute path, e.g. $PWD/FILE)"
+            )
         noun = "problem" if len(self.items) == 1 else "problems"
         raise RecipeError(
             f"{self.source.origin}: invalid recipe ({len(self.items)} {noun}):\n" + "\n".join(parts)
@@ -752,7 +759,9 @@ def load_recipe(
                 raise RecipeError(
                     f"{parsed.origin}: invalid recipe:\n  {at}plugins[{i}]: plugin file not found: {file}"
                 )
-            files.append(file)
+            files.append(file.resolve())
     plugin_set = load_plugins(files=files, extra=extra_plugins)
     recipe = validate_recipe(parsed, base_dir, plugin_set, overridden, check_files=check_files)
+    if files:  # absolute, as the asset paths are: a run's recipe.yaml re-runs from anywhere
+        recipe = recipe.model_copy(update={"plugins": [str(file) for file in files]})
     return recipe, plugin_set

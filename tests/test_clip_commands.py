@@ -162,6 +162,24 @@ def test_unknown_model_lists_close_names(
     assert "Did you mean 'ViT-B-32/openai'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["classify", "search"])
+def test_offline_flag_never_tries_a_download(
+    tmp_path: Path,
+    command: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("PIXGEN_OFFLINE")  # only the flag says offline
+    image = write_images(tmp_path / "imgs", 1)[0]
+    args = (
+        [str(image), "--labels", "a,b"] if command == "classify" else ["a", "-i", str(image.parent)]
+    )
+    assert main([command, *args, "--model", "ViT-B-32/openai", "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "pixgen is offline, so it will not download" in err
+    assert "pixgen models import ViT-B-32/openai" in err
+
+
 # -- search ----------------------------------------------------------------------------------
 
 

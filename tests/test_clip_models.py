@@ -171,6 +171,20 @@ def test_import_refuses_a_corrupt_file(tmp_path: Path) -> None:
         weights_provider().import_files("ViT-B-32/mine", [bad])
 
 
+def test_import_refuses_a_checkpoint_that_does_not_fit_its_architecture(tmp_path: Path) -> None:
+    """Found on the machine the file was copied to, not at the first run."""
+    from pixgen.models.weights import catalog, reset_catalog
+
+    spec = make_tiny_clip_checkpoint(tmp_path / "src", seed=3)  # a tiny model, not a ViT-B-32
+    reset_catalog()
+    with pytest.raises(WeightsError) as err:
+        catalog().import_files("ViT-B-32/mine", [Path(spec.partition(":")[2])])
+    assert err.value.exit_code == 2
+    assert "not imported: CLIP model 'ViT-B-32/mine'" in str(err.value)
+    assert "does not fit the CLIP architecture" in str(err.value)
+    assert not catalog().provider("clip").owns("ViT-B-32/mine")  # nothing half-imported
+
+
 def test_random_model_for_benchmarks_builds_real_architectures() -> None:
     model = clip_models.random_clip_model("RN50", quick_gelu=True)
     assert model.input_size == (224, 224)

@@ -65,6 +65,15 @@ def test_final_png_carries_recipe_and_seed(
     assert main(["info", str(result.final_path)]) == 0
     out = capsys.readouterr().out
     assert "seed 3" in out and "name: basic" in out
+    # several runs at once (a shell glob such as outputs/*/final.png), each named
+    other = pixgen.run(dict(basic_recipe, seed=4, steps=2))
+    assert main(["info", str(result.final_path), str(other.final_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"# {result.final_path}\n# pixgen" in out and f"# {other.final_path}\n" in out
+    assert "seed 3" in out and "seed 4" in out
+    assert main(["info", "--json", str(result.final_path), str(other.final_path)]) == 0
+    by_file = json.loads(capsys.readouterr().out)
+    assert by_file[str(other.final_path)]["pixgen:seed"] == "4"
 
 
 def test_same_recipe_and_seed_give_identical_png_bytes(basic_recipe: dict) -> None:

@@ -64,7 +64,7 @@ def test_plugins_list_cli(capsys: pytest.CaptureFixture[str]) -> None:
     for name, kind in BUILTINS.items():
         assert rows[name]["kind"] == kind
         assert rows[name]["source"] == f"pixgen {pixgen.__version__}"
-        assert rows[name]["summary"]
+        assert rows[name]["summary"] and "``" not in rows[name]["summary"]  # plain text
     assert main(["plugins", "list"]) == 0
     assert "target_image" in capsys.readouterr().out
 
@@ -107,6 +107,11 @@ def test_local_plugin_file_takes_effect_in_a_run(tmp_path: Path, basic_recipe: d
     history = result.history["losses"]["brightness"]
     assert history[-1] < history[0] * 0.5
     assert np.asarray(result.image).mean() / 255 > 0.7
+    # the run's recipe.yaml re-runs from its own folder: the plugin file's path is absolute
+    assert result.run_dir is not None
+    rerun = pixgen.run(result.run_dir / "recipe.yaml", steps=2)
+    assert rerun.recipe.plugins == [str(tmp_path / "my_loss.py")]
+    assert "brightness" in rerun.history["losses"]
 
 
 def test_third_party_package_via_entry_point(

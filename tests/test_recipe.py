@@ -71,6 +71,18 @@ def test_a_problem_inside_an_overridden_value_is_located_at_the_override(
         load_recipe(write(tmp_path, GOOD), ["size=[64]"])
 
 
+def test_a_missing_file_given_with_set_says_where_relative_paths_start(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "recipes").mkdir()
+    path = write(tmp_path / "recipes", GOOD)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["losses=[{use: target_image, image: mine.png}]"])
+    text = str(err.value)
+    assert f"file not found: {tmp_path / 'recipes' / 'mine.png'}" in text
+    assert "relative to the recipe's folder; give an absolute path" in text
+
+
 def test_compile_on_and_off_read_as_written_in_yaml(tmp_path: Path) -> None:
     # YAML 1.1 reads a bare on/off as true/false; the recipe means the words.
     recipe, _ = load_recipe(write(tmp_path, GOOD + "speed: {compile: on}\n"))

@@ -224,6 +224,13 @@ def test_evaluate_runs_end_to_end(tiny_weights, capsys) -> None:
 def test_evaluate_without_weights_says_so(tmp_path, capsys) -> None:
     assert E.main(["--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no weights" in capsys.readouterr().err
+    assert E.main(["--weights", "pixgen/no-such-model"]) == 2
+    assert "bundled/no-such-model.safetensors" in capsys.readouterr().err
+
+
+def test_evaluate_takes_a_bundled_model_by_name(capsys) -> None:
+    assert E.main(["--weights", "pixgen/shapes-vit", "--device", "cpu", "--n", "10"]) == 0
+    assert capsys.readouterr().out.startswith("pixgen/shapes-vit held-out evaluation (10 images")
 
 
 def test_train_writes_weights_config_and_metrics(tmp_path) -> None:

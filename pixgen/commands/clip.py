@@ -39,10 +39,11 @@ def _device(name: str) -> Any:
     return resolve_device(name)
 
 
-def _load_model(name: str, device: str) -> ClipModel:
+def _load_model(name: str, device: str, offline: bool) -> ClipModel:
     from pixgen.models.clip import load_clip
+    from pixgen.models.weights import offline_mode
 
-    return load_clip(name, _device(device))
+    return load_clip(name, _device(device), offline=offline_mode(offline))
 
 
 def _warn(message: str) -> None:
@@ -125,6 +126,9 @@ def read_labels(labels: str | None, labels_file: Path | None) -> list[str]:
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="CLIP model, e.g. ViT-B-32/openai")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+OfflineOption = Annotated[
+    bool, typer.Option("--offline", help="never download weights (also PIXGEN_OFFLINE=1)")
+]
 
 
 def classify_command(
@@ -146,6 +150,7 @@ def classify_command(
     ] = None,
     model: ModelOption = "ViT-B-32/openai",
     device: DeviceOption = "auto",
+    offline: OfflineOption = False,
     top: Annotated[
         int | None, typer.Option("--top", min=1, help="show only the K likeliest labels")
     ] = None,
@@ -157,7 +162,7 @@ def classify_command(
     names = read_labels(labels, labels_file)
     if template is not None and "{}" not in template:
         raise PixgenError(f"--template {template!r} must contain {{}} where the label goes")
-    clip = _load_model(model, device)
+    clip = _load_model(model, device, offline)
     template = template or clip.prompt_template
     text = clip.encode_text([template.replace("{}", label) for label in names])
     failed: list[str] = []
@@ -363,13 +368,14 @@ def search_command(
     ] = False,
     model: ModelOption = "ViT-B-32/openai",
     device: DeviceOption = "auto",
+    offline: OfflineOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Rank the images of a folder by similarity to a text (embeddings cached in the folder)."""
     if not query.strip():
         raise PixgenError("the search text is empty")
     files = _folder_files(images, recursive)  # bad folders fail before the model loads
-    clip = _load_model(model, device)
+    clip = _load_model(model, device, offline)
     pairs, index, failed = update_index(clip, images, recursive)
     results: list[dict[str, Any]] = []
     if pairs and index.embeddings is not None:

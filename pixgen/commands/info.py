@@ -1,4 +1,4 @@
-"""``pixgen info IMAGE``: the recipe and seed embedded in a pixgen PNG."""
+"""``pixgen info IMAGE...``: the recipe and seed embedded in pixgen PNGs."""
 
 from __future__ import annotations
 
@@ -11,23 +11,42 @@ import typer
 
 
 def info_command(
-    image: Annotated[Path, typer.Argument(help="a PNG written by pixgen (e.g. final.png)")],
+    images: Annotated[
+        list[Path], typer.Argument(help="PNGs written by pixgen (e.g. outputs/*/final.png)")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Print the recipe and seed a pixgen PNG was made with."""
+    """Print the recipe and seed each pixgen PNG was made with."""
     from pixgen.errors import PixgenError
     from pixgen.fileio import png_text
 
-    text = png_text(image)
-    if "pixgen:recipe" not in text:
-        raise PixgenError(f"{image} carries no pixgen recipe (not written by pixgen?)")
+    found: dict[str, dict[str, str]] = {}
+    foreign: list[str] = []
+    for image in images:
+        text = png_text(image)
+        if "pixgen:recipe" in text:
+            found[str(image)] = text
+        else:
+            foreign.append(str(image))
     if as_json:
-        sys.stdout.write(json.dumps(text, indent=2) + "\n")
-        return
-    sys.stdout.write(
-        f"# pixgen {text.get('pixgen:version', '?')}, seed {text.get('pixgen:seed')}\n"
-    )
-    sys.stdout.write(text["pixgen:recipe"])
+        # one image: its text chunks; several: the same, keyed by file
+        data = next(iter(found.values())) if len(images) == 1 and found else found
+        if found:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        several = len(images) > 1
+        for file, text in found.items():
+            if several:
+                sys.stdout.write(f"# {file}\n")
+            sys.stdout.write(
+                f"# pixgen {text.get('pixgen:version', '?')}, seed {text.get('pixgen:seed')}\n"
+            )
+            sys.stdout.write(text["pixgen:recipe"] + ("\n" if several else ""))
+    if foreign:
+        raise PixgenError(
+            f"{', '.join(foreign)} {'carries' if len(foreign) == 1 else 'carry'} no pixgen "
+            "recipe (not written by pixgen?)"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -795,6 +795,13 @@ class ClipWeightsProvider:
         copy_into_cache(checkpoints[0], dest)
         if configs:
             copy_into_cache(configs[0], folder / "config.json")
+        try:  # a checkpoint that does not fit is refused now, not at the first run
+            load_clip(f"{arch}/{tag}", "cpu", offline=True)
+        except WeightsError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise WeightsError(f"not imported: {exc.message}") from exc
+        finally:
+            clear_model_cache()
         return dest
 
     def remove(self, name: str) -> None:

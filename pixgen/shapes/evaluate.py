@@ -204,7 +204,8 @@ def evaluate(
 
 def format_table(metrics: dict[str, Any]) -> str:
     """A human-readable table with targets and chance levels."""
-    lines = [f"pixgen/shapes held-out evaluation ({metrics['n_images']} images per set)"]
+    model = metrics.get("model", "pixgen/shapes")
+    lines = [f"{model} held-out evaluation ({metrics['n_images']} images per set)"]
     lines.append(f"  {'metric':<16}{'value':>8}{'target':>9}{'chance':>9}")
     for key in ("colour_acc", "shape_acc", "position_acc", "retrieval_p@5"):
         if key not in metrics:
@@ -242,18 +243,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pixgen.shapes.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument(
+        "--weights",
+        default=str(DEFAULT_WEIGHTS),
+        help="a .safetensors file, or a bundled model's name (pixgen/shapes-vit)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--n", type=int, default=1000, help="images per held-out set")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if not args.weights.exists():
-        print(f"error: no weights at {args.weights} (pass --weights PATH)", file=sys.stderr)
+    weights = Path(args.weights)
+    if args.weights.startswith("pixgen/"):
+        weights = DEFAULT_WEIGHTS.parent / f"{args.weights.removeprefix('pixgen/')}.safetensors"
+    if not weights.exists():
+        print(f"error: no weights at {weights} (pass --weights PATH)", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
-    model = load_weights(args.weights, device)
+    model = load_weights(weights, device)
     metrics = evaluate(model, device, n=args.n)
-    metrics["weights"] = str(args.weights)
+    metrics["weights"] = str(weights)
+    metrics["model"] = (
+        f"pixgen/{weights.stem}" if weights.parent == DEFAULT_WEIGHTS.parent else str(weights)
+    )
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 
