@@ -351,10 +351,16 @@ class RecipeCore(_Strict):
     quality: Literal["draft", "normal", "better", "best"] | None = Field(
         None, description="preset for models, cutouts and steps; explicit settings win"
     )
-    generator: dict[str, Any] = Field(description="{use: NAME, ...options}")
-    losses: list[dict[str, Any]] = Field(min_length=1, description="[{use: NAME, weight, ...}]")
+    generator: dict[str, Any] | str = Field(
+        description="{use: NAME, ...options}, or just NAME for the defaults"
+    )
+    losses: list[dict[str, Any] | str] = Field(
+        min_length=1, description="[{use: NAME, weight, ...}], or NAME for the defaults"
+    )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)  # type: ignore[arg-type]
-    outputs: list[dict[str, Any]] = Field(default_factory=list, description="[{use: NAME, ...}]")
+    outputs: list[dict[str, Any] | str] = Field(
+        default_factory=list, description="[{use: NAME, ...}], or NAME for the defaults"
+    )
     early_stop: EarlyStopConfig | None = None
     animation: AnimationConfig | None = Field(
         None, description="zoom/rotate/pan the image every N steps (see below)"
@@ -548,6 +554,7 @@ def _pydantic_problems(
     prefix: Path_,
     allowed: Iterable[str] | Callable[[Path_], Iterable[str]] = (),
     data: Any = None,
+    skip: Callable[[Path_], bool] = lambda loc: False,
 ) -> None:
     seen: set[tuple[Path_, str]] = set()
     for err in exc.errors():
@@ -555,6 +562,8 @@ def _pydantic_problems(
             loc = _data_path(tuple(err["loc"]), data)
         else:
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        if skip(loc):
+            continue
         kind = err["type"]
         if (loc, kind) in seen:
             continue
@@ -579,6 +588,18 @@ def _pydantic_problems(
                 else ""
             )
             problems.add((*prefix, *loc), f"{msg}{got}")
+
+
+def _in_an_entry(data: Mapping[str, Any]) -> Callable[[Path_], bool]:
+    """Whether a place is in a plugin entry (the generator, losses[i], outputs[i]) that
+    :func:`_validate_entry` checks with its own messages, against the plugin's options."""
+
+    def check(loc: Path_) -> bool:
+        if loc[:1] == ("generator",):
+            return "generator" in data
+        return len(loc) >= 2 and loc[0] in ("losses", "outputs") and isinstance(loc[1], int)
+
+    return check
 
 
 def _yaml_typing_hint(kind: str, value: Any) -> str:
@@ -619,7 +640,9 @@ def _validate_entry(
     if isinstance(raw, str):
         raw = {"use": raw}
     if not isinstance(raw, Mapping):
-        problems.add(path, f"expected a mapping such as {{use: NAME, ...}} (got {_short(raw)})")
+        problems.add(
+            path, f"expected NAME or a mapping such as {{use: NAME, ...}} (got {_short(raw)})"
+        )
         return None
     use = raw.get("use")
     if not isinstance(use, str) or not use:
@@ -675,10 +698,10 @@ def validate_recipe(
     try:
         core = RecipeCore.model_validate(dict(data))
     except ValidationError as exc:
-        _pydantic_problems(problems, exc, (), _core_names, data=dict(data))
+        _pydantic_problems(problems, exc, (), _core_names, data=dict(data), skip=_in_an_entry(data))
         core = None
     generator = losses_out = outputs_out = None
-    if isinstance(data.get("generator"), Mapping | str):
+    if "generator" in data:
         generator = _validate_entry(
             problems, plugins, "generator", None, data["generator"], base_dir, check_files
         )

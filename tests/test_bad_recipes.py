@@ -54,6 +54,8 @@ MALFORMED: dict[str, str | bytes] = {
     "size negative": BASE.replace("size: [32, 32]", "size: [-32, 32]"),
     "size zero": BASE.replace("size: [32, 32]", "size: [0, 0]"),
     "size a word": BASE.replace("size: [32, 32]", "size: large"),
+    "generator empty": BASE.replace("generator: {use: pixel, cells: [8, 8]}", "generator:"),
+    "loss a number": BASE.replace("  - {use: smoothness}", "  - 3"),
     "size three numbers": BASE.replace("size: [32, 32]", "size: [32, 32, 3]"),
     "size strings": BASE.replace("size: [32, 32]", "size: [wide, tall]"),
     "size enormous": BASE.replace("size: [32, 32]", "size: [100000, 100000]"),

@@ -83,6 +83,22 @@ def test_a_missing_file_given_with_set_says_where_relative_paths_start(
     assert "relative to the recipe's folder; give an absolute path" in text
 
 
+def test_a_plugin_with_its_defaults_can_be_named_alone(tmp_path: Path) -> None:
+    text = "size: 32\nsteps: 3\ngenerator: pixel\nlosses: [smoothness]\noutputs: [png]\n"
+    recipe, _ = load_recipe(write(tmp_path, text))
+    assert recipe.generator.use == "pixel" and recipe.generator.options.cells is None  # default
+    assert [entry.use for entry in recipe.losses] == ["smoothness"]
+    assert recipe.losses[0].weight == 1.0 and recipe.outputs[0].use == "png"
+    with pytest.raises(RecipeError, match="unknown loss plugin 'smoothnes'; did you mean"):
+        load_recipe(write(tmp_path, text.replace("[smoothness]", "[smoothnes]")))
+    # neither form: one message per entry, not one per form tried
+    for bad in ("generator: 7", "generator:"):
+        with pytest.raises(RecipeError) as err:
+            load_recipe(write(tmp_path, text.replace("generator: pixel", bad)))
+        assert "(1 problem)" in str(err.value) and "dict[" not in str(err.value)
+        assert "generator: expected NAME or a mapping such as {use: NAME, ...}" in str(err.value)
+
+
 def test_compile_on_and_off_read_as_written_in_yaml(tmp_path: Path) -> None:
     # YAML 1.1 reads a bare on/off as true/false; the recipe means the words.
     recipe, _ = load_recipe(write(tmp_path, GOOD + "speed: {compile: on}\n"))
