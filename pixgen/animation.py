@@ -12,9 +12,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pixgen.steps import Schedule, ScheduleFn, StepValue, resolve_step
+from pixgen.steps import Schedule, ScheduleFn, StepInterval, resolve_step
 
 
 class AnimationConfig(BaseModel):
@@ -22,7 +22,7 @@ class AnimationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    every: StepValue = Field(10, description="steps between transforms")
+    every: StepInterval = Field(10, description="steps between transforms")
     zoom: Schedule = Field(1.0, description="scale per transform (>1 zooms in); number or schedule")
     rotate: Schedule = Field(0.0, description="degrees per transform (counter-clockwise)")
     translate_x: Schedule = Field(0.0, description="pixels per transform, rightwards")
@@ -30,6 +30,14 @@ class AnimationConfig(BaseModel):
     reset_optimizer: bool = Field(
         True, description="forget the optimiser's momentum after each transform"
     )
+
+    @field_validator("zoom")
+    @classmethod
+    def _positive_zoom(cls, value: float | dict[int | str, float]) -> float | dict:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(v <= 0 for v in values):
+            raise ValueError("a zoom must be above 0 (1 keeps the size, 0.9 zooms out)")
+        return value
 
 
 def transform_image(

@@ -30,7 +30,7 @@ from pixgen.animation import AnimationConfig
 from pixgen.errors import RecipeError
 from pixgen.plugin import PluginOptions
 from pixgen.plugins import PluginSet, did_you_mean, load_plugins
-from pixgen.steps import Schedule, StepValue
+from pixgen.steps import Schedule, StepInterval, StepValue
 
 MAX_RECIPE_BYTES = 1 << 20
 MAX_VALUES = 20_000  # after alias expansion
@@ -265,7 +265,7 @@ class OptimizerConfig(_Strict):
 class EarlyStopConfig(_Strict):
     """Stop when the total loss has not improved for a while."""
 
-    patience: StepValue = Field(description="steps without improvement before stopping")
+    patience: StepInterval = Field(description="steps without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest decrease that counts as improvement")
     check_every: int = Field(10, ge=1, description="steps between checks (each check syncs)")
 

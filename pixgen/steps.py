@@ -46,6 +46,22 @@ StepValue = Annotated[
 """A step count or a share of the run (``"75%"``); resolve with :func:`resolve_step`."""
 
 
+def _check_interval(value: Any) -> int | str:
+    checked = _check_step_value(value)
+    if checked == 0 or (isinstance(checked, str) and float(checked[:-1]) == 0):
+        raise ValueError("an interval must be at least 1 step")
+    return checked
+
+
+StepInterval = Annotated[
+    int | str,
+    BeforeValidator(_check_interval),
+    PlainSerializer(lambda v: v, return_type=int | str),
+]
+"""Steps between two events, a count of at least 1 or a share of the run (``"10%"``);
+resolve with ``max(1, resolve_step(...))``: a share of a short run may round to 0."""
+
+
 def resolve_step(value: int | str, total_steps: int) -> int:
     """A step value as a step number within a run of ``total_steps`` steps."""
     if isinstance(value, int):

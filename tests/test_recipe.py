@@ -99,6 +99,26 @@ def test_a_plugin_with_its_defaults_can_be_named_alone(tmp_path: Path) -> None:
         assert "generator: expected NAME or a mapping such as {use: NAME, ...}" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "outputs=[{use: png, every: 0}]",
+        "outputs=[{use: video, every: '0%'}]",
+        "animation={every: 0}",
+        "early_stop={patience: 0}",
+    ],
+)
+def test_an_interval_of_zero_steps_is_refused(tmp_path: Path, override: str) -> None:
+    with pytest.raises(RecipeError, match="an interval must be at least 1 step"):
+        load_recipe(write(tmp_path, GOOD), [override])
+
+
+def test_animation_zoom_must_be_above_zero(tmp_path: Path) -> None:
+    for zoom in ("0", "{0: 1.0, '50%': -0.5}"):
+        with pytest.raises(RecipeError, match="a zoom must be above 0"):
+            load_recipe(write(tmp_path, GOOD), [f"animation={{every: 5, zoom: {zoom}}}"])
+
+
 def test_compile_on_and_off_read_as_written_in_yaml(tmp_path: Path) -> None:
     # YAML 1.1 reads a bare on/off as true/false; the recipe means the words.
     recipe, _ = load_recipe(write(tmp_path, GOOD + "speed: {compile: on}\n"))

@@ -14,7 +14,7 @@ from pixgen.fileio import save_png
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PluginOptions
-from pixgen.steps import StepValue, resolve_step
+from pixgen.steps import StepInterval, resolve_step
 
 
 class PngOutput(Output):
@@ -23,7 +23,7 @@ class PngOutput(Output):
     name = "png"
 
     class Options(PluginOptions):
-        every: StepValue = Field(50, description="steps between stills (a count or a share like '10%')")
+        every: StepInterval = Field(50, description="steps between stills (a count or a share like '10%')")
         folder: str = Field("steps", description="sub-folder of the run folder for the stills")
         first: bool = Field(True, description="also save the starting image (step 0)")
 

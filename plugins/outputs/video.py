@@ -23,7 +23,7 @@ from pixgen.fileio import atomic_write_text
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PluginOptions
-from pixgen.steps import StepValue, resolve_step
+from pixgen.steps import StepInterval, resolve_step
 from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames
 
 ARCHIVE = "frames.mkv"
@@ -42,7 +42,7 @@ class VideoOutput(Output):
         format: Literal["mp4", "gif", "webp"] = Field(
             "mp4", description="mp4 (H.264, yuv420p; streamed), gif or webp (assembled at the end)"
         )
-        every: StepValue = Field(
+        every: StepInterval = Field(
             1, description="steps between frames (a count or a share like '1%')"
         )
         fps: float = Field(30.0, gt=0, le=240, description="frames per second of the video")
