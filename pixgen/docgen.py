@@ -28,10 +28,11 @@ interpolated linearly.
 
 def _named_validator(metadata: Any) -> str | None:
     from pixgen.plugin import _resolve_input_file
-    from pixgen.steps import _check_schedule, _check_step_value
+    from pixgen.steps import _check_interval, _check_schedule, _check_step_value
 
     names = {
         _check_step_value: "step",
+        _check_interval: "steps (≥ 1)",
         _check_schedule: "number | schedule",
         _resolve_input_file: "path",
     }
