@@ -72,6 +72,8 @@ def resolve_device(name: str) -> torch.device:
                 "CUDA GPU(s) are visible"
             )
         return torch.device("cuda", index)
+    if not re.fullmatch(r"cpu|mps", name):
+        raise DeviceError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
     if name == "mps" and not mps_ok:
         raise DeviceError("device 'mps' was asked for, but Apple's MPS is not available")
     return torch.device(name)
@@ -339,6 +341,7 @@ class Engine:
         self._outputs_root = outputs_root
         self._write_files = write_files
         self._stop_requested = False
+        self._finish_error: BaseException | None = None
         self._column_indices: dict[tuple[int, ...], torch.Tensor] = {}
         self._seed_everything(seed)
         self.generator = self._build_generator()
@@ -660,6 +663,7 @@ class Engine:
             if ctx.status == "running":
                 ctx.status = "interrupted"
             result = self._finish(run_dir, steps_done, started, time.perf_counter() - t0, error)
+        error = error or self._finish_error
         if error is not None:
             raise error
         return result
@@ -702,6 +706,9 @@ class Engine:
             except BaseException as exc:
                 error = error or exc
                 summaries[label] = {"error": str(exc)}
+        if error is not None and ctx.status in ("completed", "early_stopped"):
+            ctx.status = "failed"  # an output that failed to finish lost its file
+        self._finish_error = error
         image = (
             tensor_to_pil(final_tensor)
             if final_tensor is not None
@@ -721,7 +728,8 @@ class Engine:
                         "Software": f"pixgen {pixgen.__version__}",
                     },
                 )
-            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+            # default=str: a third-party output's summary() may hold non-JSON values
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, default=str))
         result = RunResult(
             image=image,
             run_dir=run_dir,

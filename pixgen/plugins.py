@@ -138,8 +138,16 @@ def _load_entry_points(pm: pluggy.PluginManager, sources: dict[str, str]) -> Non
             raise PluginLoadError(
                 _describe_load_failure(f"plugin {ep.name!r} from {dist} ({ep.value})", exc)
             ) from exc
-        pm.register(module, name=ep.name)
+        _register(pm, module, ep.name, f"plugin {ep.name!r} from {dist}")
         sources[ep.name] = dist
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, what: str) -> None:
+    """``pm.register``; a hook whose arguments do not match its spec is the plugin's error."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"{what} is invalid: {exc}") from exc
 
 
 def _describe_load_failure(what: str, exc: BaseException) -> str:
@@ -225,14 +233,14 @@ def load_plugins(
         name = getattr(obj, "__name__", None) or f"{type(obj).__name__}@{id(obj):x}"
         if pm.is_registered(obj):
             continue
-        pm.register(obj, name=name)
+        _register(pm, obj, name, f"plugin {name!r}")
         obj_file = getattr(obj, "__file__", None)
         sources[name] = f"file {obj_file}" if obj_file else f"object {name}"
     for path in files:
         module = load_plugin_file(path)
         name = f"file:{Path(path).resolve()}"
         if pm.get_plugin(name) is None:
-            pm.register(module, name=name)
+            _register(pm, module, name, f"plugin file {Path(path).resolve()}")
         sources[name] = f"file {Path(path).resolve()}"
     try:
         pm.check_pending()

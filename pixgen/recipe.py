@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -248,7 +248,9 @@ class OptimizerConfig(_Strict):
 
     name: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam | adamw | sgd")
     lr: float = Field(0.1, gt=0, le=1000, description="learning rate")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw betas")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="adam/adamw betas, each in [0, 1)"
+    )
     momentum: float = Field(0.0, ge=0, lt=1, description="sgd momentum")
     weight_decay: float = Field(0.0, ge=0, description="weight decay")
     schedule: Literal["constant", "cosine", "linear"] = Field(

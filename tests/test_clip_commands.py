@@ -180,6 +180,18 @@ def test_offline_flag_never_tries_a_download(
     assert "pixgen models import ViT-B-32/openai" in err
 
 
+def test_classify_bad_device_or_binary_labels_file_exit_2(
+    tmp_path: Path, tiny: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = str(write_images(tmp_path / "imgs", 1)[0])
+    assert main(["classify", image, "-l", "a,b", "--model", tiny, "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    (tmp_path / "labels.txt").write_bytes(bytes(range(128, 256)))
+    args = ["classify", image, "--labels-file", str(tmp_path / "labels.txt"), "--model", tiny]
+    assert main(args) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+
+
 # -- search ----------------------------------------------------------------------------------
 
 

@@ -368,6 +368,48 @@ def test_a_loss_without_a_gradient_gets_a_notice_and_no_torch_warning(
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
 
 
+def test_an_output_failing_to_finish_fails_the_run(
+    tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its file is lost: exit 0 and "completed" would hide that."""
+    (tmp_path / "unfinished.py").write_text(
+        textwrap.dedent('''
+        import pixgen
+
+        class Unfinished(pixgen.Output):
+            """Cannot close its file."""
+            name = "unfinished"
+
+            def on_finish(self, ctx, image):
+                raise OSError("cannot close the file")
+
+            def summary(self):
+                return {"when": object()}  # not JSON: run.json must still be written
+
+        @pixgen.hookimpl
+        def register_outputs(register):
+            register(Unfinished)
+    ''')
+    )
+    recipe = dict(basic_recipe, plugins=["unfinished.py"], outputs=[{"use": "unfinished"}])
+    code, err, run_info = _run_cli(tmp_path, recipe, capsys)
+    assert code == 1 and "internal error" not in err
+    assert "output plugin 'unfinished'" in err and "cannot close the file" in err
+    assert run_info["status"] == "failed" and "cannot close the file" in run_info["error"]
+    assert (tmp_path / "run" / "final.png").exists()
+
+
+def test_a_hook_with_arguments_not_in_its_spec_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "badhook.py").write_text(
+        "import pixgen\n\n@pixgen.hookimpl\ndef register_losses(register, extra):\n    pass\n"
+    )
+    assert main(["plugins", "list", "-p", str(tmp_path / "badhook.py")]) == 2
+    err = capsys.readouterr().err
+    assert "badhook.py is invalid" in err and "extra" in err and "internal error" not in err
+
+
 def test_out_of_gpu_memory_in_the_backward_pass_is_one_clear_message(
     tmp_path: Path, basic_recipe: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -119,6 +119,21 @@ def test_animation_zoom_must_be_above_zero(tmp_path: Path) -> None:
             load_recipe(write(tmp_path, GOOD), [f"animation={{every: 5, zoom: {zoom}}}"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.betas=[2, 0.5]", "less than 1"),
+        ("outputs=[{use: png, folder: ../elsewhere}]", "a plain folder name"),
+        ("outputs=[{use: png, folder: final.png}]", "is a file of the run folder"),
+    ],
+)
+def test_values_torch_or_the_run_folder_would_refuse_are_refused_early(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, GOOD), [override])
+
+
 def test_compile_on_and_off_read_as_written_in_yaml(tmp_path: Path) -> None:
     # YAML 1.1 reads a bare on/off as true/false; the recipe means the words.
     recipe, _ = load_recipe(write(tmp_path, GOOD + "speed: {compile: on}\n"))

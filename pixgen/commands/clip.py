@@ -117,6 +117,10 @@ def read_labels(labels: str | None, labels_file: Path | None) -> list[str]:
             raise PixgenError(
                 f"cannot read --labels-file {labels_file}: {exc.strerror or exc}"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise PixgenError(
+                f"--labels-file {labels_file} is not UTF-8 text (one label per line)"
+            ) from exc
         out += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
     out = list(dict.fromkeys(s for s in out if s))
     if not out:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pixgen.context import RunContext
 from pixgen.fileio import save_png
@@ -17,6 +17,10 @@ from pixgen.plugin import Output, PluginOptions
 from pixgen.steps import StepInterval, resolve_step
 
 
+# Written by the engine or the video output into every run folder.
+RUN_FILES = {"final.png", "run.json", "recipe.yaml", "progress.mp4", "frames.mkv", "frames.json"}
+
+
 class PngOutput(Output):
     """PNG stills every N steps in the run folder's ``steps/`` (``final.png`` is always written)."""
 
@@ -24,8 +28,20 @@ class PngOutput(Output):
 
     class Options(PluginOptions):
         every: StepInterval = Field(50, description="steps between stills (a count or a share like '10%')")
-        folder: str = Field("steps", description="sub-folder of the run folder for the stills")
+        folder: str = Field(
+            "steps",
+            description="sub-folder of the run folder for the stills (a plain name)",
+        )
         first: bool = Field(True, description="also save the starting image (step 0)")
+
+        @field_validator("folder")
+        @classmethod
+        def _not_a_run_file(cls, value: str) -> str:
+            if not value or value in (".", "..") or "/" in value or "\\" in value:
+                raise ValueError("a plain folder name inside the run folder, such as 'steps'")
+            if value in RUN_FILES:
+                raise ValueError(f"{value!r} is a file of the run folder; choose another name")
+            return value
 
     options: Options
 
