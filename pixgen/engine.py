@@ -406,7 +406,8 @@ class Engine:
         )
         if not params:
             raise PluginRunError(
-                f"generator {self.recipe.generator.use!r} has no trainable parameters"
+                f"generator {self.recipe.generator.use!r} ({self._generator_info.file}) has no "
+                "trainable parameters (nn.Parameter attributes) for the optimiser to change"
             )
         optimizer = OPTIMIZERS[cfg.name](params, cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -93,7 +93,11 @@ class Registry:
             hint = did_you_mean(name, choices)
             listing = ", ".join(choices) or "none"
             if info is not None:
-                raise KeyError(f"{name!r} is a {info.kind}, not a {kind}; {kind}s: {listing}")
+                article = "an" if info.kind[0] in "aeiou" else "a"
+                plural = "losses" if kind == "loss" else f"{kind}s"
+                raise KeyError(
+                    f"{name!r} is {article} {info.kind}, not a {kind}; {plural}: {listing}"
+                )
             raise KeyError(f"unknown {what} {name!r}{hint} (available: {listing})")
         return info
 
