@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pixgen.steps import Schedule, ScheduleFn, StepInterval, resolve_step
+from pixgen.steps import Schedule, ScheduleFn, StepInterval, resolve_interval
 
 
 class AnimationConfig(BaseModel):
@@ -68,7 +68,7 @@ class Animator:
 
     def __init__(self, config: AnimationConfig, total_steps: int):
         self.config = config
-        self.every = max(1, resolve_step(config.every, total_steps))
+        self.every = resolve_interval(config.every, total_steps)
         self.zoom = ScheduleFn(config.zoom, total_steps)  # type: ignore[arg-type]
         self.rotate = ScheduleFn(config.rotate, total_steps)  # type: ignore[arg-type]
         self.dx = ScheduleFn(config.translate_x, total_steps)  # type: ignore[arg-type]

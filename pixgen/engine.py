@@ -46,7 +46,7 @@ from pixgen.plugin import Generator, Loss, Output
 from pixgen.plugins import PluginInfo, PluginSet
 from pixgen.progress import ProgressDisplay
 from pixgen.recipe import OptimizerConfig, Recipe, load_recipe
-from pixgen.steps import ScheduleFn, resolve_step
+from pixgen.steps import ScheduleFn, resolve_interval, resolve_step
 
 # -- devices, precision, optimisers ------------------------------------------------------
 
@@ -341,7 +341,6 @@ class Engine:
         self._outputs_root = outputs_root
         self._write_files = write_files
         self._stop_requested = False
-        self._finish_error: BaseException | None = None
         self._column_indices: dict[tuple[int, ...], torch.Tensor] = {}
         self._seed_everything(seed)
         self.generator = self._build_generator()
@@ -576,7 +575,7 @@ class Engine:
         if cfg is None or (step + 1) % cfg.check_every:
             return False
         self.history.sync()
-        patience = max(1, resolve_step(cfg.patience, self.recipe.steps))
+        patience = resolve_interval(cfg.patience, self.recipe.steps)
         totals = [r[0] for r in self.history.rows]
         best, best_step = math.inf, 0
         for i, value in enumerate(totals):
@@ -663,8 +662,9 @@ class Engine:
                 progress.close()
             if ctx.status == "running":
                 ctx.status = "interrupted"
-            result = self._finish(run_dir, steps_done, started, time.perf_counter() - t0, error)
-        error = error or self._finish_error
+            result, error = self._finish(
+                run_dir, steps_done, started, time.perf_counter() - t0, error
+            )
         if error is not None:
             raise error
         return result
@@ -679,7 +679,9 @@ class Engine:
         started: float,
         wall: float,
         error: BaseException | None,
-    ) -> RunResult:
+    ) -> tuple[RunResult, BaseException | None]:
+        """Final image, outputs' on_finish, run.json; the result and the run's first
+        error (the loop's, else one raised while finishing)."""
         ctx = self.ctx
         ctx.begin_step(steps_done if ctx.status != "completed" else self.recipe.steps)
         final_tensor: torch.Tensor | None = None
@@ -709,7 +711,6 @@ class Engine:
                 summaries[label] = {"error": str(exc)}
         if error is not None and ctx.status in ("completed", "early_stopped"):
             ctx.status = "failed"  # an output that failed to finish lost its file
-        self._finish_error = error
         image = (
             tensor_to_pil(final_tensor)
             if final_tensor is not None
@@ -744,7 +745,7 @@ class Engine:
         )
         with contextlib.suppress(Exception):
             self.plugins.hook.run_finished(ctx=ctx, result=result)
-        return result
+        return result, error
 
     def _run_info(
         self,

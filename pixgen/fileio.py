@@ -62,6 +62,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         handle.write(data)
 
 
+# The engine's own files in every run folder, which no output may take.
+RUN_FOLDER_FILES = frozenset({"final.png", "run.json", "recipe.yaml"})
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -64,10 +64,15 @@ class Plugin:
     Options: ClassVar[type[PluginOptions]] = PluginOptions
 
     @classmethod
+    def plain_doc(cls) -> str:
+        """The docstring as plain text for the terminal and JSON: docstrings mark code
+        reST-style, ``like this``."""
+        return (cls.__doc__ or "").strip().replace("``", "")
+
+    @classmethod
     def summary_line(cls) -> str:
-        doc = (cls.__doc__ or "").strip()
-        # plain text for tables and JSON: docstrings mark code reST-style, ``like this``
-        return doc.splitlines()[0].replace("``", "") if doc else ""
+        doc = cls.plain_doc()
+        return doc.splitlines()[0] if doc else ""
 
 
 class Generator(nn.Module, Plugin):

@@ -59,7 +59,12 @@ StepInterval = Annotated[
     PlainSerializer(lambda v: v, return_type=int | str),
 ]
 """Steps between two events, a count of at least 1 or a share of the run (``"10%"``);
-resolve with ``max(1, resolve_step(...))``: a share of a short run may round to 0."""
+resolve with :func:`resolve_interval`."""
+
+
+def resolve_interval(value: int | str, total_steps: int) -> int:
+    """A :data:`StepInterval` in steps: at least 1, as a share of a short run may round to 0."""
+    return max(1, resolve_step(value, total_steps))
 
 
 def resolve_step(value: int | str, total_steps: int) -> int:

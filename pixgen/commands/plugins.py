@@ -122,7 +122,7 @@ def show_plugin(
         )
         return
     out = [f"{info.name} ({info.kind}, from {info.source})", ""]
-    doc = (info.cls.__doc__ or "").strip().replace("``", "")  # reST code marks: noise here
+    doc = info.cls.plain_doc()
     if doc:
         out += [doc, ""]
     out.append("options:")

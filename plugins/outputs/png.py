@@ -10,15 +10,11 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from pixgen.context import RunContext
-from pixgen.fileio import save_png
+from pixgen.fileio import RUN_FOLDER_FILES, save_png
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PluginOptions
-from pixgen.steps import StepInterval, resolve_step
-
-
-# Written by the engine or the video output into every run folder.
-RUN_FILES = {"final.png", "run.json", "recipe.yaml", "progress.mp4", "frames.mkv", "frames.json"}
+from pixgen.steps import StepInterval, resolve_interval
 
 
 class PngOutput(Output):
@@ -39,7 +35,7 @@ class PngOutput(Output):
         def _not_a_run_file(cls, value: str) -> str:
             if not value or value in (".", "..") or "/" in value or "\\" in value:
                 raise ValueError("a plain folder name inside the run folder, such as 'steps'")
-            if value in RUN_FILES:
+            if value in RUN_FOLDER_FILES:
                 raise ValueError(f"{value!r} is a file of the run folder; choose another name")
             return value
 
@@ -47,7 +43,7 @@ class PngOutput(Output):
 
     def __init__(self, options: Options, ctx: RunContext):
         super().__init__(options, ctx)
-        self.every = max(1, resolve_step(options.every, ctx.steps))
+        self.every = resolve_interval(options.every, ctx.steps)
         self.files: list[str] = []
         self._writer: FrameWriter | None = None
 

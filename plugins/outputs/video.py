@@ -23,7 +23,7 @@ from pixgen.fileio import atomic_write_text
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PluginOptions
-from pixgen.steps import StepInterval, resolve_step
+from pixgen.steps import StepInterval, resolve_interval
 from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames
 
 ARCHIVE = "frames.mkv"
@@ -93,7 +93,7 @@ class VideoOutput(Output):
 
     def __init__(self, options: Options, ctx: RunContext):
         super().__init__(options, ctx)
-        self.every = max(1, resolve_step(options.every, ctx.steps))
+        self.every = resolve_interval(options.every, ctx.steps)
         stem = Path(options.file)
         self.filename = (
             stem.name
