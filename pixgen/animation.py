@@ -20,7 +20,7 @@ from pixgen.steps import Schedule, ScheduleFn, StepInterval, resolve_interval
 class AnimationConfig(BaseModel):
     """The recipe's ``animation:`` section."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     every: StepInterval = Field(10, description="steps between transforms")
     zoom: Schedule = Field(1.0, description="scale per transform (>1 zooms in); number or schedule")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -104,6 +105,14 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _usage_message(exc: Any) -> str:
+    """click's usage error as our one line: "no such option: --stepz … (see 'pixgen run -h')"."""
+    message = exc.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)  # a usage error knows its command
+    return f"{message} (see '{ctx.command_path} -h')" if ctx is not None else message
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"error: {message.rstrip()}\n")
     sys.stderr.flush()
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pixgen`` script; returns the exit status."""
     try:
         register_plugin_commands()
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="pixgen")
     except PixgenError as exc:
         _error(str(exc))
         return exc.exit_code
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 exc.show()  # prints the help text
                 return 0
-            exc.show()
+            _error(_usage_message(exc))
             return exc.exit_code
         if os.environ.get("PIXGEN_DEBUG"):
             raise

@@ -41,7 +41,7 @@ from pixgen.errors import (
     PluginRunError,
     RecipeError,
 )
-from pixgen.fileio import atomic_write_text, save_png, tensor_to_pil
+from pixgen.fileio import RUN_FOLDER_FILES, atomic_write_text, save_png, tensor_to_pil
 from pixgen.plugin import Generator, Loss, Output
 from pixgen.plugins import PluginInfo, PluginSet
 from pixgen.progress import ProgressDisplay
@@ -393,7 +393,24 @@ class Engine:
             info = self.plugins.registry.get(entry.use, "output")
             with _blame(info, "set-up"):
                 built.append((info.cls(entry.options, self.ctx), info))  # type: ignore[call-arg]
+        self._check_output_names(built)
         return built
+
+    @staticmethod
+    def _check_output_names(outputs: list[tuple[Output, PluginInfo]]) -> None:
+        """No two outputs write the same name, and none writes one of the engine's files."""
+        writer_of: dict[str, str] = {name: "the run itself" for name in RUN_FOLDER_FILES}
+        for index, (output, info) in enumerate(outputs):
+            who = f"outputs[{index}] ({info.name})"
+            with _blame(info, "writes()"):
+                names = output.writes()
+            for name in dict.fromkeys(names):
+                if name in writer_of:
+                    raise RecipeError(
+                        f"{who} would write {name}, which {writer_of[name]} writes too; "
+                        "give it another file or folder name"
+                    )
+                writer_of[name] = who
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.recipe.optimizer
@@ -611,7 +628,7 @@ class Engine:
                 for output, info in self.outputs:
                     with _blame(info, "on_start"):
                         output.on_start(ctx)
-                self.plugins.hook.run_started(ctx=ctx)
+                self.plugins.notify("run_started", ctx=ctx)
                 for step in range(recipe.steps):
                     if self._stop_requested:
                         ctx.status = "interrupted"
@@ -639,7 +656,9 @@ class Engine:
                             with _blame(info, f"step {step}"):
                                 output.on_step(ctx, step, detached)
                     if observe:
-                        self.plugins.hook.run_step(ctx=ctx, step=step, losses=self._row_dict(row))
+                        self.plugins.notify(
+                            "run_step", ctx=ctx, step=step, losses=self._row_dict(row)
+                        )
                     if warming and step >= 3:
                         warming = False
                         progress.set_phase("painting")
@@ -743,8 +762,12 @@ class Engine:
             error=info.get("error"),
             info=info,
         )
-        with contextlib.suppress(Exception):
-            self.plugins.hook.run_finished(ctx=ctx, result=result)
+        try:  # after run.json: an observer may read the finished run folder
+            self.plugins.notify("run_finished", ctx=ctx, result=result)
+        except PluginRunError as exc:
+            error = error or PluginRunError(
+                f"{exc.message} (the run itself ended: {ctx.status}; see run.json)"
+            )
         return result, error
 
     def _run_info(

@@ -30,10 +30,15 @@ if TYPE_CHECKING:
 class PluginOptions(BaseModel):
     """Base of every plugin's ``Options``: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, arbitrary_types_allowed=True, allow_inf_nan=False
+    )
 
 
 def _resolve_input_file(value: Any, handler: Any, info: ValidationInfo) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        # Checked before the str | Path union, whose errors name pydantic's internals.
+        raise ValueError(f"expected a file path, got {value!r}")
     path = Path(os.path.expanduser(str(handler(value))))
     base = (info.context or {}).get("base_dir")
     if not path.is_absolute() and base is not None:
@@ -151,6 +156,11 @@ class Output(Plugin):
         """After the last step, also on Ctrl-C or failure (``ctx.status`` says which).
 
         ``image`` is the final image, or None if it could not be rendered."""
+
+    def writes(self) -> list[str]:
+        """The names in the run folder this output writes (files or folders), known before
+        the run: the engine refuses two outputs that would write the same one."""
+        return []
 
     def summary(self) -> dict[str, Any]:
         """Facts for run.json (files written, frames dropped …)."""

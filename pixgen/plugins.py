@@ -31,7 +31,7 @@ from typing import Any
 import pluggy
 
 from pixgen import hookspecs
-from pixgen.errors import PluginLoadError
+from pixgen.errors import PixgenError, PluginLoadError, PluginRunError
 from pixgen.plugin import PLUGIN_KINDS, Plugin
 
 ENTRY_POINT_GROUP = "pixgen"
@@ -116,6 +116,33 @@ class PluginSet:
 
     def has_observers(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an observer hook (``run_started`` …); a failure names the plugin that raised."""
+        hook = getattr(self.pm.hook, hook_name)
+        try:
+            hook(**kwargs)
+        except (PixgenError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise PluginRunError(
+                f"{self._raised_in(hook, exc)} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _raised_in(self, hook: Any, exc: BaseException) -> str:
+        """Which plugin's implementation of ``hook`` is on the traceback of ``exc``."""
+        by_code = {
+            impl.function.__code__: impl
+            for impl in hook.get_hookimpls()
+            if hasattr(impl.function, "__code__")
+        }
+        tb = exc.__traceback__
+        while tb is not None:
+            impl = by_code.get(tb.tb_frame.f_code)
+            if impl is not None:
+                return f"plugin {self.sources.get(impl.plugin_name, impl.plugin_name)}"
+            tb = tb.tb_next
+        return "a plugin"
 
 
 def _entry_point_filter() -> tuple[set[str] | None, set[str]]:

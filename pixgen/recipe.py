@@ -76,10 +76,21 @@ def _walk_nodes(
         )
     if isinstance(node, yaml.MappingNode):
         stack.add(id(node))
+        first_line_of: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            line = key_node.start_mark.line + 1
+            # YAML keeps the last of two equal keys; a recipe that says two things is a
+            # mistake. Merge keys (<<) are YAML's own way to give defaults, so exempt.
+            if key in first_line_of and key != "<<":
+                where = format_path((*path, key))
+                raise RecipeError(
+                    f"line {line}: {where} is given twice (first on line {first_line_of[key]}); "
+                    "keep one"
+                )
+            first_line_of.setdefault(key, line)
             child = (*path, key)
-            lines.setdefault(child, key_node.start_mark.line + 1)
+            lines.setdefault(child, line)
             _walk_nodes(key_node, child, lines, budget, stack, depth + 1)
             _walk_nodes(value_node, child, lines, budget, stack, depth + 1)
         stack.discard(id(node))
@@ -240,7 +251,7 @@ def apply_override(data: dict[str, Any], path: Sequence[str], value: Any) -> Non
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class OptimizerConfig(_Strict):

@@ -8,6 +8,7 @@ linearly between keyframes and holds the ends.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -77,11 +78,17 @@ def resolve_step(value: int | str, total_steps: int) -> int:
     return round(float(match.group(1)) / 100.0 * total_steps)
 
 
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value}")
+    return value
+
+
 def _check_schedule(value: Any) -> float | dict[int | str, float]:
     if isinstance(value, bool):
         raise ValueError("expected a number or a schedule such as {0: 1.0, '50%': 0.0}")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(float(value), "a value")
     if isinstance(value, Mapping):
         if not value:
             raise ValueError("a schedule needs at least one keyframe")
@@ -90,7 +97,7 @@ def _check_schedule(value: Any) -> float | dict[int | str, float]:
             step = _check_step_value(key)
             if isinstance(val, bool) or not isinstance(val, int | float):
                 raise ValueError(f"schedule value at {key!r} must be a number, got {val!r}")
-            out[step] = float(val)
+            out[step] = _finite(float(val), f"the value at {key!r}")
         return out
     raise ValueError(
         f"expected a number or a schedule such as {{0: 1.0, '50%': 0.0}}, got {value!r}"

@@ -99,6 +99,15 @@ MALFORMED: dict[str, str | bytes] = {
     "plugins file missing": BASE + "plugins: [./nope.py]\n",
     "plugins not a list": BASE + "plugins: 3\n",
     "non-string key": BASE + "1: one\n",
+    "duplicate key": BASE + "steps: 5\n",
+    "duplicate option": BASE.replace("cells: [8, 8]", "cells: [8, 8], cells: [4, 4]"),
+    "loss weight nan": BASE.replace("{use: smoothness}", "{use: smoothness, weight: .nan}"),
+    "loss weight inf in schedule": BASE.replace(
+        "{use: smoothness}", "{use: smoothness, weight: {0: 1, 2: .inf}}"
+    ),
+    "option nan": BASE.replace("cells: [8, 8]", "temperature: [.nan, 1]"),
+    "animation zoom nan": BASE + "animation: {zoom: .nan}\n",
+    "animation rotate inf": BASE + "animation: {rotate: -.inf}\n",
 }
 
 
@@ -157,6 +166,54 @@ def test_a_name_yaml_typed_says_to_quote_it(
     assert code == 2
     assert "line 1, name: Input should be a valid string (got " in err
     assert f"YAML reads {hint}" in err and "put it in quotes" in err, err
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """YAML would silently keep the last; a recipe saying two things is a mistake."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(BASE + "optimizer:\n  lr: 0.1\n  lr: 0.5\n")
+    code, err = _run_cli(["run", str(path), "-q"], capsys)
+    assert code == 2
+    assert "line 10: optimizer.lr is given twice (first on line 9)" in err, err
+
+
+def test_yaml_merge_keys_still_give_defaults(tmp_path: Path) -> None:
+    """A merge key (<<) gives defaults that a key beside it overrides: not a duplicate."""
+    from pixgen.recipe import load_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(BASE + "optimizer:\n  <<: {lr: 0.1, name: adamw}\n  lr: 0.5\n")
+    recipe, _ = load_recipe(path)
+    assert recipe.optimizer.lr == 0.5 and recipe.optimizer.name == "adamw"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("animation: {zoom: {0: 1.0, 2: .nan}}", "animation.zoom: the value at 2 must be a finite"),
+        ("animation: {translate_x: .inf}", "animation.translate_x: a value must be a finite"),
+    ],
+)
+def test_non_finite_animation_is_refused(
+    setting: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(BASE + setting + "\n")
+    code, err = _run_cli(["run", str(path), "-q"], capsys)
+    assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize(("value", "shown"), [("null", "None"), ("''", "''"), ("[a]", "['a']")])
+def test_a_file_option_that_is_not_a_path_says_so(
+    value: str, shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(BASE.replace("{use: smoothness}", f"{{use: target_image, image: {value}}}"))
+    code, err = _run_cli(["run", str(path), "-q"], capsys)
+    assert code == 2
+    assert err.endswith(f"line 7, losses[0].image: expected a file path, got {shown}\n"), err
 
 
 def test_missing_recipe_file(capsys: pytest.CaptureFixture[str]) -> None:

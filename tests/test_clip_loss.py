@@ -282,6 +282,41 @@ def test_a_prompt_in_consecutive_parts_stays_on_through_the_fade() -> None:
     assert schedule.prompt_weights_at(12) == pytest.approx({"sky": 1.0, "a": 0.5, "b": 0.5})
 
 
+def test_story_mistakes_are_recipe_errors() -> None:
+    with pytest.raises(RecipeError, match=r"story parts 1 and 2 both start at '50%'"):
+        load_recipe(
+            clip_recipe(
+                "ViT-B-32/openai",
+                story=[{"at": "50%", "prompts": ["a"]}, {"at": "50%", "prompts": ["b"]}],
+            )
+        )
+    # '^' spreads prompts over the run; inside a timed part it has no meaning.
+    with pytest.raises(
+        RecipeError, match=r"story\[0\]\.prompts: 'a \^ b': a story part is timed by its at:"
+    ):
+        load_recipe(clip_recipe("ViT-B-32/openai", story=[{"at": 0, "prompts": ["a ^ b"]}]))
+
+
+def test_story_parts_the_run_is_too_short_for_are_noticed(tiny: str) -> None:
+    story = [
+        {"at": 0, "prompts": ["a forest"]},
+        {"at": 5, "prompts": ["a city"]},
+        {"at": 20, "prompts": ["the sea"]},
+    ]
+    result = pixgen.run(clip_recipe(tiny, steps=5, story=story), write_files=False)
+    assert result.info["notices"] == [
+        "clip: story part 2 (at: 5) starts at step 5, after the run's last step (4); "
+        "it is never shown",
+        "clip: story part 3 (at: 20) starts at step 20, after the run's last step (4); "
+        "it is never shown",
+    ]
+    schedule = build_schedule(["a ^ b ^ c"], None, 0, 2)  # three parts, two steps
+    assert schedule.notices == [
+        "'^' part 2 and '^' part 3 both start at step 1 in a 2-step run; "
+        "the first is hidden by the second"
+    ]
+
+
 def test_a_story_runs_end_to_end(tiny: str) -> None:
     result = pixgen.run(
         clip_recipe(tiny, steps=10, prompts=["a forest ^ a city"], transition=2), write_files=False

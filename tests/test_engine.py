@@ -76,6 +76,25 @@ def test_final_png_carries_recipe_and_seed(
     assert by_file[str(other.final_path)]["pixgen:seed"] == "4"
 
 
+def test_info_shows_terminal_escapes_in_a_png_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PNG from elsewhere cannot drive the terminal (clear it, retitle it) through info."""
+    from PIL import Image
+
+    from pixgen.fileio import save_png
+
+    path = tmp_path / "odd.png"
+    recipe = "name: x\x1b[2J\x1b]0;owned\x07\nsteps: 3\tok\n"
+    save_png(path, Image.new("RGB", (4, 4)), {"pixgen:recipe": recipe, "pixgen:seed": "1"})
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "name: x\\x1b[2J\\x1b]0;owned\\x07\nsteps: 3\tok" in out
+    assert main(["info", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["pixgen:recipe"] == recipe  # JSON escapes itself
+
+
 def test_same_recipe_and_seed_give_identical_png_bytes(basic_recipe: dict) -> None:
     recipe = dict(basic_recipe, generator={"use": "image", "param": "fft"}, steps=15)
     a = pixgen.run(recipe, output="a")
@@ -186,6 +205,23 @@ def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
             f"pixgen {pixgen.__version__} (torch {torch.__version__}, "
             f"Python {platform.python_version()})"
         )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run"], "error: missing argument 'recipe' (see 'pixgen run -h')"),
+        (["runn"], "error: no such command 'runn'. Did you mean 'run'? (see 'pixgen -h')"),
+        (["run", "r.yaml", "--stepz", "3"], "error: no such option: --stepz"),
+        (["render", "x", "--fps", "fast"], "error: invalid value for '--fps'"),
+    ],
+)
+def test_cli_usage_mistakes_are_one_error_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
 
 
 def test_a_full_disk_is_one_message_and_keeps_what_was_written(

@@ -490,6 +490,38 @@ def test_hook_run_finished(basic_recipe: dict) -> None:
     assert observer.events[-1] == ("finished", "completed")
 
 
+@pytest.mark.parametrize(
+    ("hook", "arguments", "status"),
+    [
+        ("run_started", "ctx", "failed"),
+        ("run_step", "ctx, step, losses", "failed"),
+        ("run_finished", "ctx, result", "completed"),
+    ],
+)
+def test_an_observer_that_raises_is_named(
+    hook: str,
+    arguments: str,
+    status: str,
+    tmp_path: Path,
+    basic_recipe: dict,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plugin = tmp_path / "watcher.py"
+    plugin.write_text(
+        f"import pixgen\n\n@pixgen.hookimpl\ndef {hook}({arguments}):\n"
+        "    raise RuntimeError('the dashboard is down')\n"
+    )
+    code, err, run_info = _run_cli(tmp_path, {**basic_recipe, "plugins": [str(plugin)]}, capsys)
+    assert code == 1
+    assert err.startswith(
+        f"error: plugin file {plugin} failed in {hook}: RuntimeError: the dashboard is down"
+    ), err
+    assert run_info["status"] == status
+    if hook == "run_finished":  # the painting itself is whole; the message says so
+        assert "(the run itself ended: completed; see run.json)" in err
+        assert (tmp_path / "run" / "final.png").is_file()
+
+
 def test_hook_register_generators(basic_recipe: dict) -> None:
     class Flat(pixgen.Generator):
         """One flat colour."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -63,6 +64,22 @@ def test_render_gif_and_webp_with_scale(video_run: Path, tmp_path: Path) -> None
     assert path == out and count == 10 + 10
     with Image.open(out) as img:
         assert img.format == "WEBP" and img.size == (64, 48) and img.n_frames >= 2
+
+
+def test_render_says_when_the_archive_was_cut_short(
+    video_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = video_run / "frames.mkv"
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) * 6 // 10])
+    assert main(["render", str(video_run)]) == 0
+    err = capsys.readouterr().err
+    held = re.search(r"note: frames\.mkv holds (\d+) of the 11 frames the run recorded", err)
+    assert held and 1 <= int(held.group(1)) < 11, err
+    assert "cut short" in err
+    # The whole archive renders without a note.
+    archive.write_bytes(data)
+    render_run(video_run, fmt="gif", note=pytest.fail)
 
 
 def test_render_falls_back_to_png_stills(basic_recipe: dict, tmp_path: Path) -> None:

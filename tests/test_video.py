@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,14 +95,48 @@ def test_hold_last_zero_still_ends_on_the_final_image(basic_recipe: dict, tmp_pa
     assert not (tmp_path / "run" / "frames.mkv").exists()
 
 
+def test_an_mp4_and_a_gif_of_one_run_need_no_file_names(basic_recipe: dict, tmp_path: Path) -> None:
+    recipe = with_video(basic_recipe, every=5, hold_last=0)
+    recipe["outputs"].append({"use": "video", "format": "gif", "every": 10})
+    result = pixgen.run(recipe, output=tmp_path / "run")
+    assert result.info["outputs"]["video"]["archive"] == "frames.mkv"
+    assert result.info["outputs"]["video#2"]["archive"] == "progress-gif-frames.mkv"
+    assert len(list(read_archive(tmp_path / "run" / "progress-gif-frames.mkv"))) == 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        (
+            {"use": "video", "file": "progress.mp4"},
+            "outputs[1] (video) would write progress.mp4, which outputs[0] (video) writes too",
+        ),
+        ({"use": "png", "folder": "frames.mkv"}, "outputs[1] (png) would write frames.mkv"),
+        (
+            {"use": "png", "folder": "final.png"},
+            "outputs[1] (png) would write final.png, which the run itself writes too",
+        ),
+    ],
+)
+def test_two_outputs_cannot_write_one_file(
+    basic_recipe: dict, tmp_path: Path, second: dict, message: str
+) -> None:
+    recipe = with_video(basic_recipe)
+    recipe["outputs"].append(second)
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        pixgen.run(recipe, output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_two_video_outputs_keep_separate_archives(basic_recipe: dict, tmp_path: Path) -> None:
     recipe = with_video(basic_recipe, every=5, hold_last=0)
     recipe["outputs"].append({"use": "video", "format": "gif", "file": "small", "scale": 0.5})
     pixgen.run(recipe, output=tmp_path / "run")
     run_dir = tmp_path / "run"
     assert len(list(read_archive(run_dir / "frames.mkv"))) == 4 + 1
-    assert len(list(read_archive(run_dir / "small-frames.mkv"))) == 20 + 1
-    assert json.loads((run_dir / "small-frames.json").read_text())["steps"] == list(range(20))
+    assert len(list(read_archive(run_dir / "small-gif-frames.mkv"))) == 20 + 1
+    index = json.loads((run_dir / "small-gif-frames.json").read_text())
+    assert index["steps"] == list(range(20))
     with Image.open(run_dir / "small.gif") as img:
         assert img.size == (32, 24)
 

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+# Control characters other than newline and tab: a PNG's text could move the cursor,
+# recolour or retitle the terminal (escape sequences), so they are shown escaped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def info_command(
@@ -37,11 +46,10 @@ def info_command(
         several = len(images) > 1
         for file, text in found.items():
             if several:
-                sys.stdout.write(f"# {file}\n")
-            sys.stdout.write(
-                f"# pixgen {text.get('pixgen:version', '?')}, seed {text.get('pixgen:seed')}\n"
-            )
-            sys.stdout.write(text["pixgen:recipe"] + ("\n" if several else ""))
+                sys.stdout.write(f"# {_printable(file)}\n")
+            version, seed = text.get("pixgen:version", "?"), text.get("pixgen:seed")
+            sys.stdout.write(_printable(f"# pixgen {version}, seed {seed}\n"))
+            sys.stdout.write(_printable(text["pixgen:recipe"]) + ("\n" if several else ""))
     if foreign:
         raise PixgenError(
             f"{', '.join(foreign)} {'carries' if len(foreign) == 1 else 'carry'} no pixgen "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,8 +63,20 @@ def _stills(folder: Path) -> list[Path]:
     return [p for _, p in found]
 
 
-def find_frames(run_dir: Path, frames: str | None = None) -> tuple[str, Iterator[Any]]:
-    """Where the frames are (for messages) and an iterator over them (HWC uint8)."""
+def _archived_count(archive: Path) -> int | None:
+    """How many frames the video output wrote into ``archive`` (its index says), if known."""
+    import json
+
+    try:
+        index = json.loads(archive.with_suffix(".json").read_text(encoding="utf-8"))
+        return len(index["steps"]) + bool(index["final"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find_frames(run_dir: Path, frames: str | None = None) -> tuple[str, Iterator[Any], int | None]:
+    """Where the frames are (for messages), an iterator over them (HWC uint8) and how many
+    there should be (an archive's index says; None when not known)."""
     from pixgen.video import read_archive
 
     if not run_dir.is_dir():
@@ -84,11 +96,11 @@ def find_frames(run_dir: Path, frames: str | None = None) -> tuple[str, Iterator
     for name in dict.fromkeys(candidates):
         path = run_dir / name
         if path.is_file():
-            return name, read_archive(path)
+            return name, read_archive(path), _archived_count(path)
         if path.is_dir() and (stills := _stills(path)):
             final = run_dir / "final.png"
             ending = [final] if final.is_file() else []
-            return f"{name}/", (_read_png(p) for p in [*stills, *ending])
+            return f"{name}/", (_read_png(p) for p in [*stills, *ending]), None
     looked = ", ".join(dict.fromkeys(candidates))
     raise PixgenError(
         f"no saved frames in {run_dir} (looked for {looked})",
@@ -107,12 +119,16 @@ def render_run(
     hold_last: float | None = None,
     frames: str | None = None,
     overwrite: bool = False,
+    note: Callable[[str], None] = lambda message: sys.stderr.write(f"note: {message}\n"),
 ) -> tuple[Path, int]:
-    """Encode the run's frames into a video; returns its path and frame count."""
+    """Encode the run's frames into a video; returns its path and frame count.
+
+    ``note`` is told when the frames are fewer than the run recorded (a truncated archive).
+    """
     from pixgen.video import FORMATS, AnimationWriter, hold_frames
 
     run_dir = Path(run_dir)
-    source, frame_iter = find_frames(run_dir, frames)
+    source, frame_iter, expected = find_frames(run_dir, frames)
     settings = dict(_DEFAULTS)
     for out in _run_outputs(run_dir):
         if out.get("use") == "video":
@@ -155,7 +171,9 @@ def render_run(
     )
     try:
         writer.add(first)
+        read = 1
         for frame in frame_iter:
+            read += 1
             if frame.shape != first.shape:
                 raise PixgenError(
                     f"a frame in {source} is {frame.shape[1]}×{frame.shape[0]}, "
@@ -166,6 +184,11 @@ def render_run(
         writer.abort()
         raise
     writer.close()
+    if expected is not None and read < expected:
+        note(
+            f"{source} holds {read} of the {expected} frames the run recorded (the archive "
+            "was cut short, e.g. by a crash or a full disk); the video ends early"
+        )
     return output, writer.frames
 
 

@@ -101,6 +101,19 @@ class StoryEntry(PluginOptions):
     def _one_string(cls, value: Any) -> Any:
         return [value] if isinstance(value, str | dict) else value
 
+    @field_validator("prompts")
+    @classmethod
+    def _parse(cls, value: list[PromptItem]) -> list[PromptItem]:
+        for item in value:
+            if isinstance(item, str):
+                if "^" in item:
+                    raise ValueError(
+                        f"{item!r}: a story part is timed by its at:, so '^' (which spreads "
+                        "prompts over the run) cannot be used in it"
+                    )
+                parse_prompt_string(item)
+        return value
+
 
 # -- parsed prompts ----------------------------------------------------------------------
 
@@ -210,6 +223,7 @@ class PromptSchedule:
             (start, [(term_of(p), p.weight) for p in prompts]) for start, prompts in self.parts
         ]
         self._cache: tuple[int, list[float]] | None = None
+        self.notices: list[str] = []
 
     @property
     def labels(self) -> list[str]:
@@ -259,9 +273,14 @@ def build_schedule(
     transition: int | str,
     total_steps: int,
 ) -> PromptSchedule:
-    """The schedule of a clip loss's ``prompts``, ``story`` and ``transition`` options."""
+    """The schedule of a clip loss's ``prompts``, ``story`` and ``transition`` options.
+
+    Parts that the run's length hides (a start after the last step, two parts starting on
+    the same step) are described in the schedule's ``notices``.
+    """
     constant: list[Prompt] = []
     parts: list[tuple[int, list[Prompt]]] = []
+    names: list[str] = []
     for item in prompts:
         if isinstance(item, str) and "^" in item:
             if parts or story:
@@ -270,12 +289,36 @@ def build_schedule(
             for i, chapter in enumerate(chapters):
                 start = round(i * total_steps / len(chapters))
                 parts.append((start, parse_prompt_string(chapter)))
+                names.append(f"'^' part {i + 1}")
         else:
             constant.extend(to_prompts(item))
-    for entry in story or []:
+    for i, entry in enumerate(story or []):
         start = resolve_step(entry.at, total_steps)
         parts.append((start, [p for item in entry.prompts for p in to_prompts(item)]))
-    return PromptSchedule(constant, parts, resolve_step(transition, total_steps))
+        names.append(f"story part {i + 1} (at: {entry.at})")
+    schedule = PromptSchedule(constant, parts, resolve_step(transition, total_steps))
+    schedule.notices = _hidden_parts(parts, names, total_steps)
+    return schedule
+
+
+def _hidden_parts(
+    parts: list[tuple[int, list[Prompt]]], names: list[str], total_steps: int
+) -> list[str]:
+    notices = []
+    first_at: dict[int, str] = {}
+    for (start, _), name in zip(parts, names, strict=True):
+        if start >= total_steps:
+            notices.append(
+                f"{name} starts at step {start}, after the run's last step "
+                f"({total_steps - 1}); it is never shown"
+            )
+        elif start in first_at:
+            notices.append(
+                f"{first_at[start]} and {name} both start at step {start} in a "
+                f"{total_steps}-step run; the first is hidden by the second"
+            )
+        first_at[start] = name
+    return notices
 
 
 def check_prompts(prompts: list[PromptItem], story: list[StoryEntry] | None) -> None:
@@ -287,5 +330,13 @@ def check_prompts(prompts: list[PromptItem], story: list[StoryEntry] | None) -> 
         if isinstance(item, str):
             for chapter in item.split("^"):
                 parse_prompt_string(chapter)
+    first_part_at: dict[int | str, int] = {}
+    for number, entry in enumerate(story or [], start=1):
+        if entry.at in first_part_at:
+            raise ValueError(
+                f"story parts {first_part_at[entry.at]} and {number} both start at "
+                f"{entry.at!r}; give each part its own at:"
+            )
+        first_part_at[entry.at] = number
     if not prompts and not story:
         raise ValueError("the clip loss needs prompts (or a story)")

@@ -179,6 +179,8 @@ class ClipLoss(Loss):
         self.schedule = build_schedule(
             options.prompts, options.story, options.transition, ctx.steps
         )
+        for message in self.schedule.notices:
+            ctx.notice(f"clip: {message}")
         self.terms = self.schedule.terms
         self.distance = DISTANCES[options.distance]
         device = ctx.device

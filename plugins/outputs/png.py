@@ -10,7 +10,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from pixgen.context import RunContext
-from pixgen.fileio import RUN_FOLDER_FILES, save_png
+from pixgen.fileio import save_png
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PluginOptions
@@ -32,11 +32,9 @@ class PngOutput(Output):
 
         @field_validator("folder")
         @classmethod
-        def _not_a_run_file(cls, value: str) -> str:
+        def _plain_name(cls, value: str) -> str:
             if not value or value in (".", "..") or "/" in value or "\\" in value:
                 raise ValueError("a plain folder name inside the run folder, such as 'steps'")
-            if value in RUN_FOLDER_FILES:
-                raise ValueError(f"{value!r} is a file of the run folder; choose another name")
             return value
 
     options: Options
@@ -71,6 +69,9 @@ class PngOutput(Output):
     def on_finish(self, ctx: RunContext, image: torch.Tensor | None) -> None:
         if self._writer is not None:
             self._writer.close()
+
+    def writes(self) -> list[str]:
+        return [self.options.folder]
 
     def summary(self) -> dict[str, Any]:
         return {"stills": len(self.files), "folder": self.options.folder}

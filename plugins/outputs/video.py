@@ -27,9 +27,8 @@ from pixgen.steps import StepInterval, resolve_interval
 from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames
 
 ARCHIVE = "frames.mkv"
-"""The lossless frame archive of ``file: progress`` (steps in ``frames.json``); another
-``file: NAME`` keeps ``NAME-frames.mkv`` and ``NAME-frames.json``, so two video outputs
-never share one."""
+"""The lossless frame archive of the default ``progress.mp4`` (steps in ``frames.json``);
+see ``VideoOutput.__init__`` for the names of other videos' archives."""
 _FINAL = -1  # the step number the final image travels under through the frame queue
 
 
@@ -101,7 +100,15 @@ class VideoOutput(Output):
             else (f"{stem.name}.{options.format}")
         )
         self.hold = hold_frames(options.hold_last, options.fps)
-        prefix = "" if self.filename == f"progress.{options.format}" else f"{stem.stem}-"
+        # frames.mkv for the default progress.mp4; NAME-frames.mkv for another mp4 and
+        # NAME-FORMAT-frames.mkv for a GIF or WebP, so that an mp4 and a GIF of one run
+        # (the same file name) keep separate archives.
+        if self.filename == "progress.mp4":
+            prefix = ""
+        elif options.format == "mp4":
+            prefix = f"{Path(self.filename).stem}-"
+        else:
+            prefix = f"{Path(self.filename).stem}-{options.format}-"
         self.archive = f"{prefix}{ARCHIVE}"
         self.index = f"{prefix}frames.json"
         self.steps: list[int] = []
@@ -148,6 +155,9 @@ class VideoOutput(Output):
                 self._video.close()
                 if self.options.keep_frames:
                     self._write_index()
+
+    def writes(self) -> list[str]:
+        return [self.filename, *((self.archive, self.index) if self.options.keep_frames else ())]
 
     def summary(self) -> dict[str, Any]:
         writer, video = self._writer, self._video
