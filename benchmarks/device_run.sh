@@ -8,6 +8,8 @@
 #      variant profiled over 5 more steps
 #   3. bench_step.py at 256², compiled only (its compilation is long: a separate limit)
 #   4. bench_video.py at 512² (issue 6): the CLIP-guided loop, then the weight-free one
+#   5. bench_strokes.py: the strokes generator's rasteriser at 224² and 512² (last: what
+#      time is left)
 # STAGE=train instead trains the embedded shapes CLIP on the GPU (issue 4, not needed now).
 # About 9.5 minutes in all (run it with timeout_s 590).
 # Run from the repository root on the GPU machine with the wheels of what it lacks in
@@ -54,4 +56,7 @@ if [ "$STAGE" = bench ]; then
   timeout ${VIDEO_S:-60} python3 benchmarks/bench_video.py --device cuda --size 512 \
       --steps 300 --repeats 3 --json "$OUT/bench_video.json" 2>&1 \
       | tail -n 6 | tee "$OUT/bench_video.log"
+  timeout ${STROKES_S:-25} python3 benchmarks/bench_strokes.py --device cuda --sizes 224,512 \
+      --strokes 256,1024 --steps 20 --json "$OUT/bench_strokes.json" 2>&1 \
+      | tail -n 6 | tee "$OUT/bench_strokes.log"
 fi

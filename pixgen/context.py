@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 if TYPE_CHECKING:
+    from pixgen.plugin import Generator
     from pixgen.recipe import Recipe
 
 T = TypeVar("T")
@@ -93,6 +94,8 @@ class RunContext:
     status: str = "running"  # running | completed | interrupted | early_stopped | failed
     notices: list[str] = field(default_factory=list)
     notice_sink: Callable[[str], None] | None = None
+    # The run's generator once built: an output may export from it (an SVG of strokes).
+    generator: Generator | None = None
     _services: dict[Any, Any] = field(default_factory=dict)
     _step_cache: dict[Any, Any] = field(default_factory=dict)
     _compiled: list[_CompiledOrEager] = field(default_factory=list)

@@ -124,7 +124,7 @@ def render() -> str:
             info = plugins.registry.get(name)
             if not info.source.startswith("pixgen "):
                 continue  # only the built-ins are documented here
-            doc = (info.cls.__doc__ or "").strip()
+            doc = info.cls.doc()
             out += [f"### `{name}`", "", doc, ""]
             if kind == "loss":
                 out += [

@@ -344,6 +344,7 @@ class Engine:
         self._column_indices: dict[tuple[int, ...], torch.Tensor] = {}
         self._seed_everything(seed)
         self.generator = self._build_generator()
+        self.ctx.generator = self.generator
         self.losses = self._build_losses()
         self.outputs = self._build_outputs()
         self.optimizer = self._build_optimizer()

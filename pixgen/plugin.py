@@ -13,6 +13,7 @@ for discovery and run-level lifecycle events.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,6 +62,16 @@ def _non_empty(value: str) -> str:
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 
 
+def _plain_name(value: str) -> str:
+    if not value.strip() or value in (".", "..") or "/" in value or "\\" in value:
+        raise ValueError(f"must be a plain name inside the run folder (no '/'), got {value!r}")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+"""A file or folder name inside the run folder: an output's files stay in it."""
+
+
 class Plugin:
     """What every plugin class has: a name, options and the context it runs in."""
 
@@ -69,10 +80,15 @@ class Plugin:
     Options: ClassVar[type[PluginOptions]] = PluginOptions
 
     @classmethod
+    def doc(cls) -> str:
+        """The class docstring without its indentation (reST marks such as ``x`` kept)."""
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
     def plain_doc(cls) -> str:
         """The docstring as plain text for the terminal and JSON: docstrings mark code
         reST-style, ``like this``."""
-        return (cls.__doc__ or "").strip().replace("``", "")
+        return cls.doc().replace("``", "")
 
     @classmethod
     def summary_line(cls) -> str:

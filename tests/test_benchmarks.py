@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_step
+import bench_strokes
 import bench_video
 import decoder_layout
 import step_ops
@@ -184,3 +185,12 @@ def test_step_ops_splits_a_step_into_its_parts(capsys: pytest.CaptureFixture[str
         "rest",
     }
     assert sum(parts.values()) == total and parts["VQGAN decoder forward"] > 100
+
+
+def test_bench_strokes_times_the_rasteriser_and_a_run(tmp_path: Path) -> None:
+    out = tmp_path / "strokes.json"
+    argv = ["--sizes", "24", "--strokes", "4,8", "--repeats", "1", "--steps", "2"]
+    assert bench_strokes.main([*argv, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["size"], r["strokes"]) for r in rows] == [(24, 4), (24, 8)]
+    assert all(r["raster_s"] > 0 and r["run_its"] > 0 for r in rows)

@@ -123,7 +123,10 @@ def test_animation_zoom_must_be_above_zero(tmp_path: Path) -> None:
     ("override", "message"),
     [
         ("optimizer.betas=[2, 0.5]", "less than 1"),
-        ("outputs=[{use: png, folder: ../elsewhere}]", "a plain folder name"),
+        (
+            "outputs=[{use: png, folder: ../elsewhere}]",
+            "must be a plain name inside the run folder",
+        ),
     ],
 )
 def test_values_torch_or_the_run_folder_would_refuse_are_refused_early(

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
+from pixgen.colours import Palette, palette_tensor
 from pixgen.context import RunContext
 from pixgen.fileio import load_image
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Generator, InputFile, PluginOptions
-
-_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
-
-
-def parse_hex(colour: str) -> tuple[float, float, float]:
-    match = _HEX.match(colour.strip())
-    if not match:
-        raise ValueError(f"{colour!r} is not a hex colour such as '#1a2b3c'")
-    value = match.group(1)
-    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
 
 
 class PixelGenerator(Generator):
@@ -35,7 +23,7 @@ class PixelGenerator(Generator):
             None,
             description="cells across and down; default 80 across, down from the aspect ratio",
         )
-        palette: list[str] | None = Field(
+        palette: Palette | None = Field(
             None,
             description='hex colours the cells must use, in quotes ("#1a1c2c": a bare # starts '
             "a YAML comment); enforced by a soft assignment that hardens over the run (the "
@@ -55,25 +43,11 @@ class PixelGenerator(Generator):
         init_image: InputFile | None = Field(None, description="start from this image")
         init_noise: float = Field(1.0, ge=0, description="spread of the random start (logits)")
 
-        @field_validator("palette", mode="before")
-        @classmethod
-        def _colours_in_quotes(cls, value: Any) -> Any:
-            if isinstance(value, list) and any(colour is None for colour in value):
-                # YAML read an unquoted "- #ff0000" as an empty entry and a comment.
-                raise ValueError(
-                    'a colour is empty: "#" starts a YAML comment, so write colours in '
-                    'quotes, like "#ff0000"'
-                )
-            return value
-
         @field_validator("palette")
         @classmethod
-        def _check_palette(cls, value: list[str] | None) -> list[str] | None:
-            if value is not None:
-                if len(value) < 2:
-                    raise ValueError("a palette needs at least 2 colours")
-                for colour in value:
-                    parse_hex(colour)
+        def _two_colours(cls, value: list[str] | None) -> list[str] | None:
+            if value is not None and len(value) < 2:
+                raise ValueError("a palette needs at least 2 colours")
             return value
 
         @field_validator("cells")
@@ -101,8 +75,7 @@ class PixelGenerator(Generator):
             down = max(1, round(across * ctx.height / ctx.width))
         self.cells = (across, down)
         if options.palette:
-            colours = torch.tensor([parse_hex(c) for c in options.palette], dtype=torch.float32)
-            self.register_buffer("palette", colours.to(ctx.device))  # [K, 3]
+            self.register_buffer("palette", palette_tensor(options.palette, ctx.device))  # [K, 3]
         else:
             self.palette = None
         logits = torch.randn(1, 3, down, across) * options.init_noise

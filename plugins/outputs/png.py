@@ -13,7 +13,7 @@ from pixgen.context import RunContext
 from pixgen.fileio import save_png
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Output, PluginOptions
+from pixgen.plugin import Output, PlainName, PluginOptions
 from pixgen.steps import StepInterval, resolve_interval
 
 
@@ -24,18 +24,11 @@ class PngOutput(Output):
 
     class Options(PluginOptions):
         every: StepInterval = Field(50, description="steps between stills (a count or a share like '10%')")
-        folder: str = Field(
+        folder: PlainName = Field(
             "steps",
             description="sub-folder of the run folder for the stills (a plain name)",
         )
         first: bool = Field(True, description="also save the starting image (step 0)")
-
-        @field_validator("folder")
-        @classmethod
-        def _plain_name(cls, value: str) -> str:
-            if not value or value in (".", "..") or "/" in value or "\\" in value:
-                raise ValueError("a plain folder name inside the run folder, such as 'steps'")
-            return value
 
     options: Options
 

@@ -22,7 +22,7 @@ from pixgen.context import RunContext
 from pixgen.fileio import atomic_write_text
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Output, PluginOptions
+from pixgen.plugin import Output, PlainName, PluginOptions
 from pixgen.steps import StepInterval, resolve_interval
 from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames
 
@@ -57,7 +57,7 @@ class VideoOutput(Output):
             le=8,
             description="size factor of the video (nearest when enlarging, Lanczos when shrinking)",
         )
-        file: str = Field(
+        file: PlainName = Field(
             "progress", description="file name in the run folder; the extension follows format"
         )
         crf: int = Field(18, ge=0, le=51, description="mp4: H.264 quality, 0 lossless … 51 worst")
@@ -73,13 +73,6 @@ class VideoOutput(Output):
             description="when the queue is full: wait for the encoder, or drop the frame "
             "(counted in run.json)",
         )
-
-        @field_validator("file")
-        @classmethod
-        def _plain_name(cls, value: str) -> str:
-            if not value.strip() or "/" in value or "\\" in value or value in (".", ".."):
-                raise ValueError(f"must be a plain name inside the run folder, got {value!r}")
-            return value
 
         @model_validator(mode="after")
         def _check_extension(self) -> VideoOutput.Options:
