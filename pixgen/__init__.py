@@ -29,11 +29,13 @@ __all__ = [
     "__version__",
     "hookimpl",
     "load_recipe",
+    "resume",
     "run",
 ]
 
 _LAZY = {
     "run": ("pixgen.engine", "run"),
+    "resume": ("pixgen.engine", "resume"),
     "RunResult": ("pixgen.engine", "RunResult"),
     "load_recipe": ("pixgen.recipe", "load_recipe"),
     "Recipe": ("pixgen.recipe", "Recipe"),
@@ -49,7 +51,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from pixgen.context import RunContext
-    from pixgen.engine import RunResult, run
+    from pixgen.engine import RunResult, resume, run
     from pixgen.errors import PixgenError
     from pixgen.hookspecs import hookimpl
     from pixgen.plugin import Generator, InputFile, Loss, Output, PluginOptions

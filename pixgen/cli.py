@@ -1,4 +1,4 @@
-"""The ``pixgen`` command line: run | plugins | info | models | classify | search | render.
+"""The ``pixgen`` command line: run | resume | plugins | info | models | classify | search | render.
 
 Every command raises :class:`pixgen.errors.PixgenError` for problems the user can fix;
 :func:`main` turns those into one message on stderr and the error's exit status. Set

@@ -91,6 +91,9 @@ class RunContext:
     recipe_dir: Path
     offline: bool = False
     step: int = 0
+    # The step the loop starts from: above 0 when a run is resumed from its checkpoint,
+    # so that an output can go on from the files of the steps before.
+    start_step: int = 0
     status: str = "running"  # running | completed | interrupted | early_stopped | failed
     notices: list[str] = field(default_factory=list)
     notice_sink: Callable[[str], None] | None = None

@@ -33,6 +33,15 @@ from PIL import Image
 
 import pixgen
 from pixgen.animation import Animator
+from pixgen.checkpoint import (
+    CHECKPOINT,
+    Checkpoint,
+    checkpoint_path,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
 from pixgen.context import RunContext
 from pixgen.errors import (
     DeviceError,
@@ -207,6 +216,11 @@ def make_run_dir(
 # -- plugin calls that name the culprit --------------------------------------------------
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _out_of_memory(what: str) -> PixgenError:
     return PixgenError(
         f"out of GPU memory in {what}; lower the size, the cutouts or use fewer models"
@@ -290,6 +304,15 @@ class _History:
         row = self.rows[-1]
         return {c: row[i] for i, c in enumerate(self.columns) if i < len(row)}
 
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue the history of a checkpoint (its columns must be this run's)."""
+        self.columns = list(saved["columns"])
+        self.rows = [list(map(float, row)) for row in saved["rows"]]
+
+    def state(self) -> dict[str, Any]:
+        self.sync()
+        return {"columns": list(self.columns), "rows": [list(row) for row in self.rows]}
+
     def as_dict(self) -> dict[str, Any]:
         self.sync()
 
@@ -319,7 +342,10 @@ class Engine:
         quiet: bool = True,
         offline: bool = False,
         write_files: bool = True,
+        resume: Checkpoint | None = None,
     ):
+        """``resume``: go on from this checkpoint of the run in the folder ``output``
+        (see :func:`resume`)."""
         self.recipe = recipe
         self.plugins = plugins
         self.quiet = quiet
@@ -341,6 +367,8 @@ class Engine:
         self._outputs_root = outputs_root
         self._write_files = write_files
         self._stop_requested = False
+        self._resume = resume
+        self._checkpoint_step: int | None = None
         self._column_indices: dict[tuple[int, ...], torch.Tensor] = {}
         self._seed_everything(seed)
         self.generator = self._build_generator()
@@ -349,6 +377,8 @@ class Engine:
         self.outputs = self._build_outputs()
         self.optimizer = self._build_optimizer()
         self.animator = self._build_animator()
+        if resume is not None:
+            self._restore(resume)
 
     # -- set-up ----------------------------------------------------------------------
     @staticmethod
@@ -442,6 +472,46 @@ class Engine:
                 f"image; {self.recipe.generator.use!r} cannot (use pixel, image or vqgan)"
             )
         return Animator(config, self.recipe.steps)
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        """Put the generator, optimiser and lr schedule back as the checkpoint has them."""
+        where = f"{CHECKPOINT} (step {checkpoint.step})"
+        try:
+            self.generator.load_state_dict(checkpoint.generator)
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise PixgenError(
+                f"{where} does not fit the generator of this recipe ({_first_line(exc)}); "
+                "was recipe.yaml changed?"
+            ) from None
+        try:
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.scheduler.load_state_dict(checkpoint.scheduler)
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise PixgenError(
+                f"{where} does not fit the optimiser of this recipe ({_first_line(exc)}); "
+                "was recipe.yaml changed?"
+            ) from None
+        if self.animator is not None:
+            self.animator.transforms = checkpoint.animation_transforms
+        self.ctx.start_step = checkpoint.step
+        self._checkpoint_step = checkpoint.step  # on disk until a newer one replaces it
+
+    def _save_checkpoint(self, run_dir: Path, steps_done: int) -> None:
+        """checkpoint.pt after ``steps_done`` steps; called between steps only, so the
+        state and the random generators are those the next step starts from."""
+        write_checkpoint(
+            run_dir,
+            Checkpoint(
+                step=steps_done,
+                generator=self.generator.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                rng=rng_state(self.device),
+                history=self.history.state(),
+                animation_transforms=self.animator.transforms if self.animator else 0,
+            ),
+        )
+        self._checkpoint_step = steps_done
 
     def _animate(self, step: int) -> None:
         """Transform the current image and restart the generator from it."""
@@ -605,22 +675,34 @@ class Engine:
     def run(self) -> RunResult:
         recipe, ctx = self.recipe, self.ctx
         run_dir = None
+        start = ctx.start_step
         if self._write_files:
-            run_dir = make_run_dir(recipe.name, self._output_arg, self._outputs_root)
+            if self._resume is not None:  # the run's own folder, checked by resume()
+                run_dir = Path(self._output_arg)  # type: ignore[arg-type]
+            else:
+                run_dir = make_run_dir(recipe.name, self._output_arg, self._outputs_root)
             ctx.run_dir = run_dir
             atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         self.history = _History()
+        if self._resume is not None:
+            self.history.restore(self._resume.history)
         for slot in self.losses:
             self.history.column(slot.label)
+        checkpoint_every = (
+            resolve_interval(recipe.checkpoint_every, recipe.steps)
+            if recipe.checkpoint_every is not None and run_dir is not None
+            else None
+        )
         started = time.time()
         t0 = time.perf_counter()
-        progress = ProgressDisplay(recipe.steps, enabled=not self.quiet)
+        progress = ProgressDisplay(recipe.steps, enabled=not self.quiet, start=start)
         warming = ctx.compile_enabled
         if warming:
             progress.set_phase("warming up (compiling)")
         observe = self.plugins.has_observers("run_step")
         cudagraphs = ctx.compile_enabled and recipe.speed.mode == "reduce-overhead"
-        steps_done = 0
+        steps_done = start
+        stopped_between_steps = False
         next_finite_check = t0 + FINITE_CHECK_INTERVAL_S
         error: BaseException | None = None
         ctx.status = "running"
@@ -630,10 +712,16 @@ class Engine:
                     with _blame(info, "on_start"):
                         output.on_start(ctx)
                 self.plugins.notify("run_started", ctx=ctx)
-                for step in range(recipe.steps):
+                if self._resume is not None:
+                    # Last, so that the steps draw what they would have drawn unstopped.
+                    set_rng_state(self._resume.rng, self.device)
+                for step in range(start, recipe.steps):
                     if self._stop_requested:
                         ctx.status = "interrupted"
                         break
+                    if checkpoint_every and step > start and step % checkpoint_every == 0:
+                        assert run_dir is not None
+                        self._save_checkpoint(run_dir, step)
                     ctx.begin_step(step)
                     if cudagraphs:
                         torch.compiler.cudagraph_mark_step_begin()
@@ -673,6 +761,8 @@ class Engine:
                         break
                 else:
                     ctx.status = "completed"
+                # Not after an exception: a step cut short leaves no state to go on from.
+                stopped_between_steps = True
             except KeyboardInterrupt:
                 ctx.status = "interrupted"
             except BaseException as exc:
@@ -682,6 +772,11 @@ class Engine:
                 progress.close()
             if ctx.status == "running":
                 ctx.status = "interrupted"
+            if stopped_between_steps and run_dir is not None and steps_done > start:
+                try:
+                    self._save_checkpoint(run_dir, steps_done)
+                except Exception as exc:  # the image and run.json are still written
+                    error = exc
             result, error = self._finish(
                 run_dir, steps_done, started, time.perf_counter() - t0, error
             )
@@ -803,9 +898,16 @@ class Engine:
             "seed": self.ctx.seed,
             "steps_planned": self.recipe.steps,
             "steps_done": steps_done,
+            # This session's: a resumed run's start, time and speed count from its resume.
+            "resumed_from_step": self.ctx.start_step if self._resume is not None else None,
             "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
             "wall_time_s": round(wall, 3),
-            "steps_per_second": round(steps_done / wall, 3) if wall > 0 else None,
+            "steps_per_second": round((steps_done - self.ctx.start_step) / wall, 3)
+            if wall > 0
+            else None,
+            "checkpoint": None
+            if self._checkpoint_step is None
+            else {"file": CHECKPOINT, "step": self._checkpoint_step},
             "outputs": summaries,
             "notices": list(self.ctx.notices),
             "history": history,
@@ -892,5 +994,49 @@ def run(
         quiet=quiet,
         offline=offline,
         write_files=write_files,
+    )
+    return engine.run()
+
+
+def resume(
+    run_dir: str | os.PathLike[str],
+    *,
+    steps: int | None = None,
+    plugins: Sequence[object] = (),
+    quiet: bool = True,
+    offline: bool = False,
+) -> RunResult:
+    """Go on with the run in ``run_dir`` from its ``checkpoint.pt`` and return its
+    :class:`RunResult`.
+
+    The run's own ``recipe.yaml`` is used (its seed included), so the steps after the
+    checkpoint are those an unstopped run would have made. ``steps`` sets a new length
+    (more than the checkpoint's step), e.g. to paint a finished run further; schedules
+    and intervals given as shares of the run stretch with it. Outputs go on in the same
+    folder: stills are added and the progress video is made again with the frames kept
+    so far (see the ``video`` output).
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise PixgenError(f"{folder} is not a run folder (no such folder)")
+    recipe_file = folder / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise PixgenError(f"{folder} is not a run folder (it has no recipe.yaml)")
+    checkpoint = read_checkpoint(checkpoint_path(folder))
+    loaded, plugin_set = load_recipe(
+        recipe_file, {"steps": steps} if steps is not None else {}, extra_plugins=plugins
+    )
+    if checkpoint.step >= loaded.steps:
+        raise PixgenError(
+            f"{folder} has done {checkpoint.step} of its {loaded.steps} steps; give more "
+            f"steps to go on (pixgen resume {folder} --steps N, N > {checkpoint.step})"
+        )
+    engine = Engine(
+        loaded,
+        plugin_set,
+        output=folder,
+        quiet=quiet,
+        offline=offline,
+        resume=checkpoint,
     )
     return engine.run()

@@ -62,8 +62,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         handle.write(data)
 
 
+CHECKPOINT = "checkpoint.pt"  # written and read by pixgen.checkpoint
+
 # The engine's own files in every run folder, which no output may take.
-RUN_FOLDER_FILES = frozenset({"final.png", "run.json", "recipe.yaml"})
+RUN_FOLDER_FILES = frozenset({"final.png", "run.json", "recipe.yaml", CHECKPOINT})
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -23,11 +23,12 @@ class ProgressDisplay:
         enabled: bool = True,
         interval: float = 0.5,
         description: str = "painting",
+        start: int = 0,
     ):
         self.enabled = enabled
         self.interval = interval
         self._last = 0.0
-        self._last_step = 0
+        self._last_step = start
         self._last_time = time.perf_counter()
         self.rate = 0.0
         self._progress: Progress | None = None
@@ -44,7 +45,9 @@ class ProgressDisplay:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(description, total=total, losses="", rate="")
+            self._task = self._progress.add_task(
+                description, total=total, completed=start, losses="", rate=""
+            )
 
     def due(self, step: int, total: int) -> bool:
         """Whether to refresh now (time-based; never forces a per-step sync)."""

@@ -375,6 +375,11 @@ class RecipeCore(_Strict):
         default_factory=list, description="[{use: NAME, ...}], or NAME for the defaults"
     )
     early_stop: EarlyStopConfig | None = None
+    checkpoint_every: StepInterval | None = Field(
+        None,
+        description="steps between resume checkpoints (checkpoint.pt, for pixgen resume); "
+        "one is also written when the run stops",
+    )
     animation: AnimationConfig | None = Field(
         None, description="zoom/rotate/pan the image every N steps (see below)"
     )
@@ -433,6 +438,7 @@ class Recipe(BaseModel):
     optimizer: OptimizerConfig
     outputs: list[PluginEntry]
     early_stop: EarlyStopConfig | None
+    checkpoint_every: int | str | None = None
     animation: AnimationConfig | None = None
     speed: SpeedConfig = SpeedConfig()
     plugins: list[str]
@@ -457,6 +463,8 @@ class Recipe(BaseModel):
         out["outputs"] = [entry.to_dict() for entry in self.outputs]
         if self.early_stop:
             out["early_stop"] = self.early_stop.model_dump(mode="json")
+        if self.checkpoint_every is not None:
+            out["checkpoint_every"] = self.checkpoint_every
         if self.animation:
             out["animation"] = self.animation.model_dump(mode="json")
         if self.speed != SpeedConfig():
@@ -744,6 +752,7 @@ def validate_recipe(
         optimizer=core.optimizer,
         outputs=[e for e in (outputs_out or []) if e is not None],
         early_stop=core.early_stop,
+        checkpoint_every=core.checkpoint_every,
         animation=core.animation,
         speed=core.speed,
         plugins=core.plugins,

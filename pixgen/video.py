@@ -19,7 +19,7 @@ import functools
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
@@ -357,7 +357,7 @@ class AnimationWriter:
             raise
 
 
-def read_archive(path: Path) -> Iterator[np.ndarray]:
+def read_archive(path: Path) -> Generator[np.ndarray, None, None]:
     """The frames of a frame archive (or any video) as HWC uint8 RGB arrays."""
     import imageio_ffmpeg
 

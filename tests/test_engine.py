@@ -26,7 +26,13 @@ def test_run_writes_the_run_folder(basic_recipe: dict) -> None:
     run_dir = result.run_dir
     assert run_dir is not None and run_dir.parent.name == "outputs"
     assert run_dir.name.startswith("basic-")
-    assert {p.name for p in run_dir.iterdir()} == {"recipe.yaml", "final.png", "run.json", "steps"}
+    assert {p.name for p in run_dir.iterdir()} == {
+        "recipe.yaml",
+        "final.png",
+        "run.json",
+        "checkpoint.pt",
+        "steps",
+    }
     assert sorted(p.name for p in (run_dir / "steps").iterdir()) == [
         "000000.png",
         "000005.png",
@@ -337,6 +343,6 @@ def test_run_files_get_normal_permissions(basic_recipe: dict) -> None:
     result = pixgen.run(basic_recipe)
     mask = os.umask(0)
     os.umask(mask)
-    for name in ("final.png", "run.json", "recipe.yaml"):
+    for name in ("final.png", "run.json", "recipe.yaml", "checkpoint.pt"):
         mode = (result.run_dir / name).stat().st_mode & 0o777
         assert mode == 0o666 & ~mask, (name, oct(mode))

@@ -173,14 +173,14 @@ def test_engine_step_matches_reference_on_cpu(
 def test_engine_step_matches_reference_full_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str
 ) -> None:
-    """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 448²: the engine in bf16 against the
-    fp32 reference, within bf16's tolerance (about 40 s on a 2-core CPU)."""
+    """VQGAN f16-16384 + ViT-B-32 + 32 cutouts at 256²: the engine in bf16 against the
+    fp32 reference, within bf16's tolerance (about 20 s on a 2-core CPU)."""
     files = bench_step.write_weights(tmp_path)  # the benchmark's random weights
     (engine_loss, engine_grad), (ref_loss, ref_grad) = engine_and_reference(
         tmp_path,
         device=device,
         precision="bf16",
-        size=448,
+        size=256,
         reference_precision="fp32",
         vqgan_files=(files["config"], files["checkpoint"]),
         clip_spec=f"ViT-B-32:{files['clip']}",

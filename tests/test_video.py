@@ -116,6 +116,10 @@ def test_an_mp4_and_a_gif_of_one_run_need_no_file_names(basic_recipe: dict, tmp_
             {"use": "png", "folder": "final.png"},
             "outputs[1] (png) would write final.png, which the run itself writes too",
         ),
+        (
+            {"use": "png", "folder": "checkpoint.pt"},
+            "outputs[1] (png) would write checkpoint.pt, which the run itself writes too",
+        ),
     ],
 )
 def test_two_outputs_cannot_write_one_file(

@@ -1,14 +1,17 @@
-"""``pixgen run RECIPE``: run a recipe."""
+"""``pixgen run RECIPE`` and ``pixgen resume RUN_DIR``: run a recipe, go on with a run."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pixgen.errors import PixgenError, RunInterrupted
+
+if TYPE_CHECKING:
+    from pixgen.engine import RunResult
 
 
 def run_command(
@@ -47,12 +50,49 @@ def run_command(
         quiet=quiet,
         offline=offline_mode(offline),
     )
-    result = engine.run()
+    report(engine.run())
+
+
+def resume_command(
+    run_dir: Annotated[Path, typer.Argument(help="the run folder to go on with")],
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            "-n",
+            min=1,
+            max=1_000_000,
+            help="the run's new length in steps (default: the recipe's); "
+            "more than a finished run's to paint it further",
+        ),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="never download weights (also PIXGEN_OFFLINE=1)")
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="no progress bar and no notices (run.json keeps them)"),
+    ] = False,
+) -> None:
+    """Go on with a stopped run from its checkpoint.pt, in the same folder."""
+    from pixgen.engine import resume
+    from pixgen.models.weights import offline_mode
+
+    report(resume(run_dir, steps=steps, quiet=quiet, offline=offline_mode(offline)))
+
+
+def report(result: RunResult) -> None:
+    """The run's final image on stdout, or the error its status calls for."""
     where = result.run_dir
     if result.status == "interrupted":
         raise RunInterrupted(
-            f"interrupted after {result.steps_done} of {loaded.steps} steps; "
+            f"interrupted after {result.steps_done} of {result.recipe.steps} steps; "
             f"the image so far is in {where}/final.png and run.json records the interruption"
+            + (
+                f"; 'pixgen resume {where}' goes on from step {result.info['checkpoint']['step']}"
+                if result.info.get("checkpoint")
+                else ""
+            )
         )
     if result.status == "failed":  # pragma: no cover - errors propagate as exceptions
         raise PixgenError(f"run failed: {result.error}", exit_code=1)
@@ -62,3 +102,4 @@ def run_command(
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run_command)
+    app.command("resume")(resume_command)

@@ -5,7 +5,8 @@ pinned memory, a bounded queue, a worker thread), so the loop never waits for en
 unless the queue is full and ``when_full: wait``. The worker only pipes raw frames into
 ffmpeg, which scales, pads, holds the last frame and encodes in its own process. With
 ``keep_frames`` the same ffmpeg also writes every frame losslessly to ``frames.mkv``,
-which ``pixgen render`` re-encodes later.
+which ``pixgen render`` re-encodes later, and from which a resumed run (``pixgen resume``)
+takes the frames of the steps before its checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PlainName, PluginOptions
 from pixgen.steps import StepInterval, resolve_interval
-from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames
+from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames, read_archive
 
 ARCHIVE = "frames.mkv"
 """The lossless frame archive of the default ``progress.mp4`` (steps in ``frames.json``);
@@ -115,6 +116,8 @@ class VideoOutput(Output):
         self.run_dir = ctx.run_dir
         if self.options.format == "mp4" or self.options.keep_frames:
             ffmpeg_exe()  # fail before the first step, not on the worker thread
+        if ctx.start_step > 0:
+            self._replay(ctx, ctx.start_step)
         self._writer = FrameWriter(
             self._consume,
             max_queue=self.options.queue,
@@ -166,6 +169,32 @@ class VideoOutput(Output):
             "size": list(video.size) if video is not None else None,
             "archive": self.archive if written and self.options.keep_frames else None,
         }
+
+    def _replay(self, ctx: RunContext, start: int) -> None:
+        """A resumed run's video begins with the frames of the steps before ``start``,
+        read from the archive the run kept (the old files stay until the new replace them)."""
+        steps: list[int] | None = None
+        archive = self.run_dir / self.archive
+        if self.options.keep_frames and archive.is_file():
+            try:
+                index = json.loads((self.run_dir / self.index).read_text())
+                steps = [int(step) for step in index["steps"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                steps = None
+        if steps is None:
+            why = "keep_frames is off" if not self.options.keep_frames else "its archive is gone"
+            ctx.notice(
+                f"video: {self.filename} starts at step {start}: the frames before it were "
+                f"not kept ({why})"
+            )
+            return
+        earlier = [step for step in steps if step < start]
+        frames = read_archive(archive)
+        try:
+            for step, frame in zip(earlier, frames, strict=False):
+                self._consume(step, frame)
+        finally:
+            frames.close()
 
     # -- the worker thread -------------------------------------------------------------
     def _consume(self, step: int, frame: np.ndarray) -> None:
