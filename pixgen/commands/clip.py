@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pixgen.commands import OfflineOption
 from pixgen.errors import PixgenError
 
 if TYPE_CHECKING:
@@ -130,9 +131,6 @@ def read_labels(labels: str | None, labels_file: Path | None) -> list[str]:
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="CLIP model, e.g. ViT-B-32/openai")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
-OfflineOption = Annotated[
-    bool, typer.Option("--offline", help="never download weights (also PIXGEN_OFFLINE=1)")
-]
 
 
 def classify_command(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixgen.commands import OfflineOption, QuietOption
 from pixgen.errors import PixgenError, RunInterrupted
 
 if TYPE_CHECKING:
@@ -28,13 +29,8 @@ def run_command(
     outputs_root: Annotated[
         Path, typer.Option("--outputs-root", help="where new run folders go")
     ] = Path("outputs"),
-    offline: Annotated[
-        bool, typer.Option("--offline", help="never download weights (also PIXGEN_OFFLINE=1)")
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="no progress bar and no notices (run.json keeps them)"),
-    ] = False,
+    offline: OfflineOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run a recipe: write final.png, run.json and the outputs into a new run folder."""
     from pixgen.engine import Engine
@@ -66,13 +62,8 @@ def resume_command(
             "more than a finished run's to paint it further",
         ),
     ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="never download weights (also PIXGEN_OFFLINE=1)")
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="no progress bar and no notices (run.json keeps them)"),
-    ] = False,
+    offline: OfflineOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Go on with a stopped run from its checkpoint.pt, in the same folder."""
     from pixgen.engine import resume
