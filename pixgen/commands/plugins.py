@@ -1,18 +1,21 @@
-"""``pixgen plugins list|show``: what is installed and what options each plugin takes."""
+"""``pixgen plugins list|show|new``: what is installed, what options each plugin takes,
+and a working plugin file to start your own from."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 if TYPE_CHECKING:
     from pixgen.plugins import PluginSet
 
-plugins_app = typer.Typer(help="List plugins and show their options.", no_args_is_help=True)
+plugins_app = typer.Typer(
+    help="List plugins, show their options, start a new one.", no_args_is_help=True
+)
 
 PluginFiles = Annotated[
     list[Path] | None,
@@ -135,6 +138,64 @@ def show_plugin(
     for row in rows:
         out.append(f"  {row['name']}: {row['type']} = {row['default']!r}  -- {row['description']}")
     sys.stdout.write("\n".join(out) + "\n")
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PluginKind = Literal["generator", "loss", "output"]
+
+
+def new_plugin_source(kind: str, name: str, file_name: str) -> str:
+    """The source of a working ``kind`` plugin called ``name`` (to be saved as ``file_name``)."""
+    from string import Template
+
+    cls = "".join(part.capitalize() for part in name.split("_")) + kind.capitalize()
+    template = Template((TEMPLATES / f"{kind}.py.tmpl").read_text(encoding="utf-8"))
+    return template.substitute(name=name, cls=cls, file=file_name)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "output" else f"a {kind}"
+
+
+@plugins_app.command("new")
+def new_plugin(
+    kind: Annotated[PluginKind, typer.Argument(help="generator, loss or output")],
+    name: Annotated[str, typer.Argument(help="the plugin's name in recipes, e.g. glow")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="where to write it [default: NAME.py]")
+    ] = None,
+) -> None:
+    """Write a small, working plugin of that kind to start your own from."""
+    import re
+
+    from pixgen.errors import PixgenError
+    from pixgen.fileio import atomic_write_text
+    from pixgen.plugins import default_plugins
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+        raise PixgenError(
+            f"plugin name {name!r}: use lower-case letters, digits and _ (a letter first), "
+            "as recipes write it: glow, soft_edges"
+        )
+    taken = default_plugins().registry.plugins.get(name)
+    if taken is not None:
+        raise PixgenError(
+            f"{_a(taken.kind)} called {name!r} is installed already (from {taken.source}); "
+            "choose another name"
+        )
+    path = file if file is not None else Path(f"{name}.py")
+    if path.suffix != ".py":
+        raise PixgenError(f"--file {path}: a plugin file ends in .py")
+    if path.exists():
+        raise PixgenError(f"{path} exists already; pixgen does not overwrite it")
+    atomic_write_text(path, new_plugin_source(kind, name, path.name))
+    sys.stdout.write(
+        f"wrote {path}: {_a(kind)} plugin called {name!r}\n"
+        f"  use it:       add 'plugins: [./{path.name}]' to a recipe beside it, then "
+        f"'use: {name}'\n"
+        f"  its options:  pixgen plugins show {name} -p {path}\n"
+        "  the contract: docs/writing-a-plugin.md\n"
+    )
 
 
 def register(app: typer.Typer) -> None:
