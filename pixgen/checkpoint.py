@@ -110,18 +110,85 @@ def read_checkpoint(path: Path) -> Checkpoint:
             f"{path} is a version {data.get('version')} checkpoint; this pixgen reads "
             f"version {VERSION}"
         )
-    try:
-        return Checkpoint(
-            step=int(data["step"]),
-            generator=data["generator"],
-            optimizer=data["optimizer"],
-            scheduler=data["scheduler"],
-            rng=data["rng"],
-            history=data["history"],
-            animation_transforms=int(data.get("animation_transforms", 0)),
+    problem = _problem(data)
+    if problem is not None:
+        raise PixgenError(f"{path} is damaged: {problem}")
+    return Checkpoint(
+        step=data["step"],
+        generator=data["generator"],
+        optimizer=data["optimizer"],
+        scheduler=data["scheduler"],
+        rng=data["rng"],
+        history=data["history"],
+        animation_transforms=data.get("animation_transforms", 0),
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a loaded checkpoint's structure, or None: checked here so that
+    a damaged file is one clear error before the run starts, not a failure inside it."""
+    step = data.get("step")
+    if not _is_int(step) or step < 1:
+        return f"its step is {step!r}, not a count of steps done"
+    generator = data.get("generator")
+    if not isinstance(generator, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in generator.items()
+    ):
+        return "its generator state is not a set of named tensors"
+    optimizer = data.get("optimizer")
+    if (
+        not isinstance(optimizer, dict)
+        or not isinstance(optimizer.get("state"), dict)
+        or not isinstance(optimizer.get("param_groups"), list)
+    ):
+        return "its optimiser state is incomplete"
+    if not isinstance(data.get("scheduler"), dict):
+        return "its lr schedule state is missing"
+    transforms = data.get("animation_transforms", 0)
+    if not _is_int(transforms) or transforms < 0:
+        return f"its animation count is {transforms!r}"
+    history = data.get("history")
+    if not isinstance(history, dict):
+        return "its loss history is missing"
+    columns, rows = history.get("columns"), history.get("rows")
+    if not (
+        isinstance(columns, list)
+        and columns
+        and all(isinstance(c, str) for c in columns)
+        and isinstance(rows, list)
+        and all(
+            isinstance(row, list)
+            and len(row) <= len(columns)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
+            for row in rows
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PixgenError(f"{path} is an incomplete pixgen checkpoint (no {exc})") from None
+    ):
+        return "its loss history is malformed"
+    if len(rows) != step:
+        return f"its loss history has {len(rows)} steps, its step is {step}"
+    return _rng_problem(data.get("rng"))
+
+
+def _rng_problem(rng: Any) -> str | None:
+    """Try the random states on throwaway generators: the global ones stay untouched."""
+    if not isinstance(rng, dict):
+        return "its random state is missing"
+    try:
+        torch.Generator().set_state(rng["torch"])
+        version, internal, gauss = rng["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        device_state = rng.get("device")
+        if device_state is not None and not (
+            isinstance(device_state, torch.Tensor) and device_state.dtype == torch.uint8
+        ):
+            raise TypeError("device state")
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return "its random state is malformed"
+    return None
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:

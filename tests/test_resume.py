@@ -210,6 +210,15 @@ def test_what_cannot_be_resumed_is_one_clear_error(
     assert "checkpoint.pt is damaged or not a pixgen checkpoint" in err
     assert "Traceback" not in err
 
+    saved = torch.load(tmp_path / "kept.pt", weights_only=True)
+    for part, change, message in [
+        ("history", {"rows": saved["history"]["rows"][:-1]}, "its loss history has 3 steps"),
+        ("rng", {"python": [3, [1, 2], None]}, "its random state is malformed"),
+    ]:
+        torch.save({**saved, part: {**saved[part], **change}}, run_dir / "checkpoint.pt")
+        assert _cli("resume", str(run_dir)) == 2
+        assert f"checkpoint.pt is damaged: {message}" in capsys.readouterr().err
+
     (run_dir / "checkpoint.pt").write_bytes((tmp_path / "kept.pt").read_bytes())
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe["generator"]["cells"] = [8, 6]
