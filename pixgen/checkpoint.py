@@ -15,7 +15,7 @@ import os
 import pickle
 import random
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class Checkpoint:
     rng: dict[str, Any]
     history: dict[str, Any]  # {"columns": [...], "rows": [[total, loss, ...], ...]}
     animation_transforms: int = 0
+    # What a resumed run cannot change: seed, size, generator and optimiser names.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -77,6 +79,7 @@ def write_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
             "rng": checkpoint.rng,
             "history": checkpoint.history,
             "animation_transforms": checkpoint.animation_transforms,
+            "settings": checkpoint.settings,
         },
         buffer,
     )
@@ -88,21 +91,21 @@ def read_checkpoint(path: Path) -> Checkpoint:
     device); a missing, damaged or foreign file is a :class:`PixgenError` saying which."""
     if not path.is_file():
         raise PixgenError(
-            f"{path.parent} has no {CHECKPOINT} to resume from (was it made by a pixgen run, "
-            "and did that run finish at least one step?)"
+            f"{path.parent} has no {CHECKPOINT} to resume from (a run writes one when it stops "
+            "between two steps, and every checkpoint_every steps if its recipe says so)"
         )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        OSError,
-    ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PixgenError(f"{path} is damaged or not a pixgen checkpoint ({reason})") from None
+    except pickle.UnpicklingError:
+        # Not torch's own message: it suggests weights_only=False, which would run code.
+        raise PixgenError(
+            f"{path} is damaged or not a pixgen checkpoint (it holds more than tensors "
+            "and numbers, and pixgen never loads code from a checkpoint)"
+        ) from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError):
+        raise PixgenError(
+            f"{path} is damaged or not a pixgen checkpoint (not a whole torch.save file)"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise PixgenError(f"{path} is not a pixgen checkpoint")
     if data.get("version") != VERSION:
@@ -121,6 +124,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         rng=data["rng"],
         history=data["history"],
         animation_transforms=data.get("animation_transforms", 0),
+        settings=data.get("settings") or {},
     )
 
 
@@ -148,6 +152,8 @@ def _problem(data: dict[str, Any]) -> str | None:
         return "its optimiser state is incomplete"
     if not isinstance(data.get("scheduler"), dict):
         return "its lr schedule state is missing"
+    if not isinstance(data.get("settings", {}), dict):
+        return "its run settings are malformed"
     transforms = data.get("animation_transforms", 0)
     if not _is_int(transforms) or transforms < 0:
         return f"its animation count is {transforms!r}"

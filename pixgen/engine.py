@@ -216,9 +216,14 @@ def make_run_dir(
 # -- plugin calls that name the culprit --------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _telling_line(exc: BaseException) -> str:
+    """The line of an error's message that says most (load_state_dict's first line only
+    names the class; the size mismatch is further down)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "size mismatch" in line or "Missing key" in line or "Unexpected key" in line:
+            return line.rstrip(".")
+    return lines[0] if lines else type(exc).__name__
 
 
 def _out_of_memory(what: str) -> PixgenError:
@@ -473,24 +478,62 @@ class Engine:
             )
         return Animator(config, self.recipe.steps)
 
+    def _fixed_settings(self) -> dict[str, Any]:
+        """What a resumed run must keep from the run it goes on with."""
+        return {
+            "seed": self.ctx.seed,
+            "size": list(self.recipe.size),
+            "generator": self.recipe.generator.use,
+            "optimizer": self.recipe.optimizer.name,
+        }
+
     def _restore(self, checkpoint: Checkpoint) -> None:
-        """Put the generator, optimiser and lr schedule back as the checkpoint has them."""
+        """Put the generator, optimiser and lr schedule back as the checkpoint has them.
+
+        The optimiser's per-parameter state (Adam's moments) comes from the checkpoint;
+        its settings (lr, betas, weight decay, momentum) from the recipe, so that an
+        edited recipe.yaml takes effect from the resumed step on.
+        """
         where = f"{CHECKPOINT} (step {checkpoint.step})"
+        now = self._fixed_settings()
+        for key, then in checkpoint.settings.items():
+            if key in now and now[key] != then:
+                raise PixgenError(
+                    f"recipe.yaml's {key} is {now[key]!r}, but the run was painted with "
+                    f"{then!r}; a resumed run keeps its seed, size, generator and optimiser"
+                )
         try:
             self.generator.load_state_dict(checkpoint.generator)
         except (RuntimeError, KeyError, TypeError) as exc:
             raise PixgenError(
-                f"{where} does not fit the generator of this recipe ({_first_line(exc)}); "
+                f"{where} does not fit the generator of this recipe ({_telling_line(exc)}); "
                 "was recipe.yaml changed?"
             ) from None
+        fresh = self.optimizer.state_dict()["param_groups"]
+        saved = checkpoint.optimizer["param_groups"]
         try:
-            self.optimizer.load_state_dict(checkpoint.optimizer)
+            if len(saved) != len(fresh) or any(
+                len(a.get("params", ())) != len(b["params"])
+                for a, b in zip(saved, fresh, strict=True)
+            ):
+                raise ValueError("its parameter groups differ")
+            self.optimizer.load_state_dict(
+                {"state": checkpoint.optimizer["state"], "param_groups": fresh}
+            )
             self.scheduler.load_state_dict(checkpoint.scheduler)
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise PixgenError(
-                f"{where} does not fit the optimiser of this recipe ({_first_line(exc)}); "
+                f"{where} does not fit the optimiser of this recipe ({_telling_line(exc)}); "
                 "was recipe.yaml changed?"
             ) from None
+        # The schedule goes on from the checkpoint's step with the recipe's lr: the same
+        # value LambdaLR would have set when the recipe is unchanged.
+        factor = lr_factor(self.recipe.optimizer, self.recipe.steps)
+        step = self.scheduler.last_epoch
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor(step)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if self.animator is not None:
             self.animator.transforms = checkpoint.animation_transforms
         self.ctx.start_step = checkpoint.step
@@ -509,6 +552,7 @@ class Engine:
                 rng=rng_state(self.device),
                 history=self.history.state(),
                 animation_transforms=self.animator.transforms if self.animator else 0,
+                settings=self._fixed_settings(),
             ),
         )
         self._checkpoint_step = steps_done
@@ -781,6 +825,13 @@ class Engine:
                 run_dir, steps_done, started, time.perf_counter() - t0, error
             )
         if error is not None:
+            if (
+                isinstance(error, PixgenError)
+                and error.hint is None
+                and run_dir is not None
+                and self._checkpoint_step is not None
+            ):
+                error.hint = f"'pixgen resume {run_dir}' goes on from step {self._checkpoint_step}"
             raise error
         return result
 
@@ -931,7 +982,11 @@ class Engine:
 
     @contextlib.contextmanager
     def _sigint_guard(self) -> Iterator[None]:
-        """First Ctrl-C: finish the step, save, stop. Second: stop at once."""
+        """First Ctrl-C: finish the step, save, stop. Second: stop at once.
+
+        SIGTERM (``kill``, ``timeout``, ``docker stop``) counts as a Ctrl-C, so that a run
+        stopped that way also keeps its image, run.json and checkpoint.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -943,11 +998,12 @@ class Engine:
             if not self.quiet:
                 sys.stderr.write("\nstopping after this step (Ctrl-C again to stop now)…\n")
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, before in previous.items():
+                signal.signal(sig, before)
 
 
 def run(
@@ -1018,7 +1074,10 @@ def resume(
     """
     folder = Path(run_dir)
     if not folder.is_dir():
-        raise PixgenError(f"{folder} is not a run folder (no such folder)")
+        what = "a file" if folder.exists() else "no such folder"
+        raise PixgenError(f"{folder} is not a run folder ({what})")
+    if steps is not None and not 1 <= steps <= 1_000_000:
+        raise PixgenError(f"steps is {steps}: give a run length from 1 to 1000000")
     recipe_file = folder / "recipe.yaml"
     if not recipe_file.is_file():
         raise PixgenError(f"{folder} is not a run folder (it has no recipe.yaml)")
@@ -1027,9 +1086,14 @@ def resume(
         recipe_file, {"steps": steps} if steps is not None else {}, extra_plugins=plugins
     )
     if checkpoint.step >= loaded.steps:
+        asked = (
+            f"--steps {steps} is not more than the {checkpoint.step} steps it has done"
+            if steps is not None
+            else f"it has done all {loaded.steps} of its steps"
+        )
         raise PixgenError(
-            f"{folder} has done {checkpoint.step} of its {loaded.steps} steps; give more "
-            f"steps to go on (pixgen resume {folder} --steps N, N > {checkpoint.step})"
+            f"nothing to resume in {folder}: {asked}; give a longer run to go on "
+            f"(pixgen resume {folder} --steps N, N > {checkpoint.step})"
         )
     engine = Engine(
         loaded,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,8 +140,9 @@ def test_a_crash_resumes_from_the_last_periodic_checkpoint(
     frames after it are made again."""
     noisy_recipe["checkpoint_every"] = 4
     unstopped = pixgen.run(noisy_recipe, output=tmp_path / "a", plugins=[_Noise()])
-    with pytest.raises(PluginRunError, match="power cut"):
+    with pytest.raises(PluginRunError, match="power cut") as failure:
         pixgen.run(noisy_recipe, output=tmp_path / "b", plugins=[_FailAt(9)])
+    assert failure.value.hint == f"'pixgen resume {tmp_path / 'b'}' goes on from step 8"
     info = run_json(tmp_path / "b")
     assert info["status"] == "failed" and info["steps_done"] == 10
     assert info["checkpoint"] == {"file": "checkpoint.pt", "step": 8}
@@ -154,8 +157,10 @@ def test_a_finished_run_is_painted_further_with_more_steps(
 ) -> None:
     longer = pixgen.run({**noisy_recipe, "steps": 26}, output=tmp_path / "a", plugins=[_Noise()])
     pixgen.run(noisy_recipe, output=tmp_path / "b", plugins=[_Noise()])
-    with pytest.raises(PixgenError, match=r"has done 20 of its 20 steps.*--steps N, N > 20"):
+    with pytest.raises(PixgenError, match=r"it has done all 20 of its steps.*--steps N, N > 20"):
         pixgen.resume(tmp_path / "b", plugins=[_Noise()])
+    with pytest.raises(PixgenError, match="--steps 15 is not more than the 20 steps it has done"):
+        pixgen.resume(tmp_path / "b", steps=15, plugins=[_Noise()])
     extended = pixgen.resume(tmp_path / "b", steps=26, plugins=[_Noise()])
     assert extended.steps_done == 26
     assert yaml.safe_load((tmp_path / "b" / "recipe.yaml").read_text())["steps"] == 26
@@ -221,10 +226,32 @@ def test_what_cannot_be_resumed_is_one_clear_error(
 
     (run_dir / "checkpoint.pt").write_bytes((tmp_path / "kept.pt").read_bytes())
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    recipe["generator"]["cells"] = [8, 6]
+    for key, value, message in [
+        ("size", [32, 32], "recipe.yaml's size is [32, 32], but the run was painted with [64, 48]"),
+        ("seed", 4, "recipe.yaml's seed is 4, but the run was painted with 3"),
+        ("optimizer", {"name": "sgd"}, "recipe.yaml's optimizer is 'sgd', but the run was"),
+        ("generator", {"use": "pixel", "cells": [8, 6]}, "does not fit the generator of this"),
+    ]:
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump({**recipe, key: value}))
+        with pytest.raises(PixgenError, match=re.escape(message)):
+            pixgen.resume(run_dir, plugins=[_Noise()])
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    with pytest.raises(PixgenError, match=r"does not fit the generator of this recipe"):
-        pixgen.resume(run_dir, plugins=[_Noise()])
+    assert pixgen.resume(run_dir, plugins=[_Noise()]).status == "completed"
+
+
+def test_an_edited_lr_takes_effect_from_the_resumed_step(
+    noisy_recipe: dict, tmp_path: Path
+) -> None:
+    pixgen.run(noisy_recipe, output=tmp_path / "a", plugins=[_StopAt(9)])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    recipe = yaml.safe_load((tmp_path / "b" / "recipe.yaml").read_text())
+    recipe["optimizer"]["lr"] = 0.05
+    (tmp_path / "b" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    same = pixgen.resume(tmp_path / "a", plugins=[_Noise()])
+    slower = pixgen.resume(tmp_path / "b", plugins=[_Noise()])
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert [group["lr"] for group in saved["optimizer"]["param_groups"]] == [0.05]
+    assert not np.array_equal(np.asarray(same.image), np.asarray(slower.image))
 
 
 class _RunsCode:
@@ -239,9 +266,10 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "ran-code").exists()
 
 
-def test_ctrl_c_then_pixgen_resume_on_the_command_line(basic_recipe: dict, tmp_path: Path) -> None:
+def test_kill_then_pixgen_resume_on_the_command_line(basic_recipe: dict, tmp_path: Path) -> None:
+    """SIGTERM (kill, timeout, docker stop) stops a run as Ctrl-C does."""
     proc, run_dir = _start_long_run(basic_recipe, tmp_path)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     done = run_json(run_dir)["steps_done"]

@@ -220,6 +220,18 @@ def test_the_svg_output_writes_the_final_strokes_into_the_run_folder(tmp_path: P
     assert info["outputs"]["svg"] == {"file": "final.svg", "snapshots": 3, "folder": "svg"}
 
 
+def test_a_resumed_run_keeps_its_svg_snapshots(tmp_path: Path) -> None:
+    unstopped = tmp_path / "a"
+    pixgen.run(strokes_recipe(every=2), output=unstopped, steps=6)
+    pixgen.run(strokes_recipe(every=2), output=tmp_path / "b")
+    pixgen.resume(tmp_path / "b", steps=6)  # paint the finished 4-step run further
+    names = sorted(p.name for p in (unstopped / "svg").iterdir())
+    assert sorted(p.name for p in (tmp_path / "b" / "svg").iterdir()) == names
+    for name in names:  # 000000.svg still holds the starting strokes
+        assert (tmp_path / "b" / "svg" / name).read_text() == (unstopped / "svg" / name).read_text()
+    assert (tmp_path / "b" / "final.svg").read_text() == (unstopped / "final.svg").read_text()
+
+
 def test_the_svg_output_still_writes_when_the_final_image_is_missing(tmp_path: Path) -> None:
     generator = make_generator(strokes=3)
     generator.ctx.run_dir = tmp_path

@@ -70,7 +70,8 @@ class SvgOutput(Output):
     def on_start(self, ctx: RunContext) -> None:
         if self.every is not None and ctx.run_dir is not None:
             (ctx.run_dir / self.options.folder).mkdir(parents=True, exist_ok=True)
-            self._snapshot(ctx, 0)
+            if ctx.start_step == 0:  # a resumed run's folder has the starting strokes
+                self._snapshot(ctx, 0)
 
     def _snapshot(self, ctx: RunContext, updates: int) -> None:
         if self._write(ctx, f"{self.options.folder}/{updates:06d}.svg"):
