@@ -737,6 +737,11 @@ class Engine:
             if recipe.checkpoint_every is not None and run_dir is not None
             else None
         )
+        if checkpoint_every is not None and checkpoint_every >= recipe.steps:
+            ctx.notice(
+                f"checkpoint_every ({checkpoint_every}) is not shorter than the run "
+                f"({recipe.steps} steps): only the checkpoint at the end is written"
+            )
         started = time.time()
         t0 = time.perf_counter()
         progress = ProgressDisplay(recipe.steps, enabled=not self.quiet, start=start)

@@ -109,6 +109,7 @@ def assert_same_run(unstopped: pixgen.RunResult, resumed: pixgen.RunResult) -> N
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     index = json.loads((resumed.run_dir / "frames.json").read_text())
     assert index["steps"] == json.loads((unstopped.run_dir / "frames.json").read_text())["steps"]
+    assert resumed.info["outputs"]["png"] == unstopped.info["outputs"]["png"]
     stills = sorted(p.name for p in (unstopped.run_dir / "steps").iterdir())
     assert sorted(p.name for p in (resumed.run_dir / "steps").iterdir()) == stills
     assert (
@@ -165,6 +166,17 @@ def test_a_finished_run_is_painted_further_with_more_steps(
     assert extended.steps_done == 26
     assert yaml.safe_load((tmp_path / "b" / "recipe.yaml").read_text())["steps"] == 26
     assert_same_run(longer, extended)
+
+
+def test_a_checkpoint_interval_longer_than_the_run_is_noticed(
+    noisy_recipe: dict, tmp_path: Path
+) -> None:
+    result = pixgen.run({**noisy_recipe, "checkpoint_every": 50}, plugins=[_Noise()])
+    assert (
+        "checkpoint_every (50) is not shorter than the run (20 steps): only the checkpoint "
+        "at the end is written" in result.info["notices"]
+    )
+    assert result.info["checkpoint"] == {"file": "checkpoint.pt", "step": 20}
 
 
 def test_the_quickstart_resumes_exactly(tmp_path: Path) -> None:

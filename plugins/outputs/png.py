@@ -42,6 +42,12 @@ class PngOutput(Output):
         assert ctx.run_dir is not None
         folder = ctx.run_dir / self.options.folder
         folder.mkdir(parents=True, exist_ok=True)
+        if ctx.start_step > 0:  # a resumed run: the stills before it are the run's too
+            self.files = [
+                f"{self.options.folder}/{path.name}"
+                for path in sorted(folder.glob("[0-9]" * 6 + ".png"))
+                if int(path.stem) < ctx.start_step
+            ]
 
         def write(step: int, frame: np.ndarray) -> None:
             name = f"{step:06d}.png"
