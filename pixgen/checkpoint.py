@@ -11,11 +11,10 @@ strings and containers of them go in.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import random
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,9 @@ class Checkpoint:
     scheduler: dict[str, Any]
     rng: dict[str, Any]
     history: dict[str, Any]  # {"columns": [...], "rows": [[total, loss, ...], ...]}
-    animation_transforms: int = 0
+    animation_transforms: int
     # What a resumed run cannot change: seed, size, generator and optimiser names.
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any]
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -68,21 +67,8 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 def write_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint.pt`` atomically (the previous one stays until the new is whole)."""
     buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "step": checkpoint.step,
-            "generator": checkpoint.generator,
-            "optimizer": checkpoint.optimizer,
-            "scheduler": checkpoint.scheduler,
-            "rng": checkpoint.rng,
-            "history": checkpoint.history,
-            "animation_transforms": checkpoint.animation_transforms,
-            "settings": checkpoint.settings,
-        },
-        buffer,
-    )
+    parts = {part.name: getattr(checkpoint, part.name) for part in fields(Checkpoint)}
+    torch.save({"format": FORMAT, "version": VERSION, **parts}, buffer)
     atomic_write_bytes(run_dir / CHECKPOINT, buffer.getvalue())
 
 
@@ -116,16 +102,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     problem = _problem(data)
     if problem is not None:
         raise PixgenError(f"{path} is damaged: {problem}")
-    return Checkpoint(
-        step=data["step"],
-        generator=data["generator"],
-        optimizer=data["optimizer"],
-        scheduler=data["scheduler"],
-        rng=data["rng"],
-        history=data["history"],
-        animation_transforms=data.get("animation_transforms", 0),
-        settings=data.get("settings") or {},
-    )
+    return Checkpoint(**{part.name: data[part.name] for part in fields(Checkpoint)})
 
 
 def _is_int(value: Any) -> bool:
@@ -152,9 +129,9 @@ def _problem(data: dict[str, Any]) -> str | None:
         return "its optimiser state is incomplete"
     if not isinstance(data.get("scheduler"), dict):
         return "its lr schedule state is missing"
-    if not isinstance(data.get("settings", {}), dict):
-        return "its run settings are malformed"
-    transforms = data.get("animation_transforms", 0)
+    if not isinstance(data.get("settings"), dict):
+        return "its run settings are missing"
+    transforms = data.get("animation_transforms")
     if not _is_int(transforms) or transforms < 0:
         return f"its animation count is {transforms!r}"
     history = data.get("history")
@@ -195,7 +172,3 @@ def _rng_problem(rng: Any) -> str | None:
     except (KeyError, TypeError, ValueError, RuntimeError):
         return "its random state is malformed"
     return None
-
-
-def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / CHECKPOINT

@@ -36,7 +36,6 @@ from pixgen.animation import Animator
 from pixgen.checkpoint import (
     CHECKPOINT,
     Checkpoint,
-    checkpoint_path,
     read_checkpoint,
     rng_state,
     set_rng_state,
@@ -310,7 +309,7 @@ class _History:
         return {c: row[i] for i, c in enumerate(self.columns) if i < len(row)}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        """Continue the history of a checkpoint (its columns must be this run's)."""
+        """Continue the history of a checkpoint (a loss added since gets a new column)."""
         self.columns = list(saved["columns"])
         self.rows = [list(map(float, row)) for row in saved["rows"]]
 
@@ -1086,7 +1085,7 @@ def resume(
     recipe_file = folder / "recipe.yaml"
     if not recipe_file.is_file():
         raise PixgenError(f"{folder} is not a run folder (it has no recipe.yaml)")
-    checkpoint = read_checkpoint(checkpoint_path(folder))
+    checkpoint = read_checkpoint(folder / CHECKPOINT)
     loaded, plugin_set = load_recipe(
         recipe_file, {"steps": steps} if steps is not None else {}, extra_plugins=plugins
     )

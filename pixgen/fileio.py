@@ -115,6 +115,20 @@ def save_png(
         pil.save(handle, format="PNG", pnginfo=info)
 
 
+def still_name(step: int) -> str:
+    """The file name of the still of ``step`` (the png output's ``steps/000050.png``)."""
+    return f"{step:06d}.png"
+
+
+def numbered_stills(folder: Path) -> list[tuple[int, Path]]:
+    """The stills in ``folder`` (files named as :func:`still_name` names them), by step."""
+    return sorted(
+        (int(path.stem), path)
+        for path in folder.iterdir()
+        if path.suffix == ".png" and path.stem.isdigit() and path.is_file()
+    )
+
+
 def png_text(path: str | os.PathLike[str]) -> dict[str, str]:
     """The text chunks of a PNG file."""
     try:

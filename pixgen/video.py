@@ -357,6 +357,19 @@ class AnimationWriter:
             raise
 
 
+def read_archive_index(archive: Path) -> tuple[list[int], bool] | None:
+    """The steps of an archive's frames and whether the final image follows them, from
+    the index the video output writes beside it (``frames.json`` for ``frames.mkv``);
+    None when it is missing or unreadable."""
+    import json
+
+    try:
+        index = json.loads(archive.with_suffix(".json").read_text(encoding="utf-8"))
+        return [int(step) for step in index["steps"]], bool(index["final"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_archive(path: Path) -> Generator[np.ndarray, None, None]:
     """The frames of a frame archive (or any video) as HWC uint8 RGB arrays."""
     import imageio_ffmpeg

@@ -9,7 +9,6 @@ are the run's own ``video`` output settings where it had one.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ import typer
 from pixgen.errors import PixgenError
 
 ARCHIVE = "frames.mkv"
-_STILL = re.compile(r"^(\d+)\.png$")
 _DEFAULTS: dict[str, Any] = {
     "fps": 30.0,
     "format": "mp4",
@@ -54,30 +52,11 @@ def _read_png(path: Path) -> Any:
         raise PixgenError(f"cannot read frame {path}: {exc}") from exc
 
 
-def _stills(folder: Path) -> list[Path]:
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in folder.iterdir()
-        if (m := _STILL.match(p.name)) and p.is_file()
-    )
-    return [p for _, p in found]
-
-
-def _archived_count(archive: Path) -> int | None:
-    """How many frames the video output wrote into ``archive`` (its index says), if known."""
-    import json
-
-    try:
-        index = json.loads(archive.with_suffix(".json").read_text(encoding="utf-8"))
-        return len(index["steps"]) + bool(index["final"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def find_frames(run_dir: Path, frames: str | None = None) -> tuple[str, Iterator[Any], int | None]:
     """Where the frames are (for messages), an iterator over them (HWC uint8) and how many
     there should be (an archive's index says; None when not known)."""
-    from pixgen.video import read_archive
+    from pixgen.fileio import numbered_stills
+    from pixgen.video import read_archive, read_archive_index
 
     if not run_dir.is_dir():
         raise PixgenError(f"{run_dir} is not a folder (pixgen render takes a run folder)")
@@ -96,8 +75,10 @@ def find_frames(run_dir: Path, frames: str | None = None) -> tuple[str, Iterator
     for name in dict.fromkeys(candidates):
         path = run_dir / name
         if path.is_file():
-            return name, read_archive(path), _archived_count(path)
-        if path.is_dir() and (stills := _stills(path)):
+            index = read_archive_index(path)
+            expected = None if index is None else len(index[0]) + index[1]
+            return name, read_archive(path), expected
+        if path.is_dir() and (stills := [p for _, p in numbered_stills(path)]):
             final = run_dir / "final.png"
             ending = [final] if final.is_file() else []
             return f"{name}/", (_read_png(p) for p in [*stills, *ending]), None

@@ -10,7 +10,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from pixgen.context import RunContext
-from pixgen.fileio import save_png
+from pixgen.fileio import numbered_stills, save_png, still_name
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PlainName, PluginOptions
@@ -45,12 +45,12 @@ class PngOutput(Output):
         if ctx.start_step > 0:  # a resumed run: the stills before it are the run's too
             self.files = [
                 f"{self.options.folder}/{path.name}"
-                for path in sorted(folder.glob("[0-9]" * 6 + ".png"))
-                if int(path.stem) < ctx.start_step
+                for step, path in numbered_stills(folder)
+                if step < ctx.start_step
             ]
 
         def write(step: int, frame: np.ndarray) -> None:
-            name = f"{step:06d}.png"
+            name = still_name(step)
             save_png(folder / name, Image.fromarray(frame), {"pixgen:step": str(step)})
             self.files.append(f"{self.options.folder}/{name}")
 

@@ -25,7 +25,14 @@ from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
 from pixgen.plugin import Output, PlainName, PluginOptions
 from pixgen.steps import StepInterval, resolve_interval
-from pixgen.video import AnimationWriter, X264Preset, ffmpeg_exe, hold_frames, read_archive
+from pixgen.video import (
+    AnimationWriter,
+    X264Preset,
+    ffmpeg_exe,
+    hold_frames,
+    read_archive,
+    read_archive_index,
+)
 
 ARCHIVE = "frames.mkv"
 """The lossless frame archive of the default ``progress.mp4`` (steps in ``frames.json``);
@@ -104,7 +111,7 @@ class VideoOutput(Output):
         else:
             prefix = f"{Path(self.filename).stem}-{options.format}-"
         self.archive = f"{prefix}{ARCHIVE}"
-        self.index = f"{prefix}frames.json"
+        self.index = str(Path(self.archive).with_suffix(".json"))  # read_archive_index's name
         self.steps: list[int] = []
         self._writer: FrameWriter | None = None
         self._video: AnimationWriter | None = None
@@ -173,22 +180,16 @@ class VideoOutput(Output):
     def _replay(self, ctx: RunContext, start: int) -> None:
         """A resumed run's video begins with the frames of the steps before ``start``,
         read from the archive the run kept (the old files stay until the new replace them)."""
-        steps: list[int] | None = None
         archive = self.run_dir / self.archive
-        if self.options.keep_frames and archive.is_file():
-            try:
-                index = json.loads((self.run_dir / self.index).read_text())
-                steps = [int(step) for step in index["steps"]]
-            except (OSError, ValueError, KeyError, TypeError):
-                steps = None
-        if steps is None:
+        index = read_archive_index(archive) if self.options.keep_frames else None
+        if index is None or not archive.is_file():
             why = "keep_frames is off" if not self.options.keep_frames else "its archive is gone"
             ctx.notice(
                 f"video: {self.filename} starts at step {start}: the frames before it were "
                 f"not kept ({why})"
             )
             return
-        earlier = [step for step in steps if step < start]
+        earlier = [step for step in index[0] if step < start]
         frames = read_archive(archive)
         try:
             for step, frame in zip(earlier, frames, strict=False):
