@@ -50,7 +50,7 @@ def recipe(size: int, strokes: int, steps: int, device: str) -> dict[str, Any]:
 
 def time_raster(size: int, strokes: int, device: str, repeats: int) -> float:
     """Median seconds of one generator forward + backward."""
-    engine = Engine(*pixgen.load_recipe(recipe(size, strokes, 1, device)), write_files=False)
+    engine = Engine(pixgen.load_recipe(recipe(size, strokes, 1, device)), write_files=False)
     generator = engine.generator
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up

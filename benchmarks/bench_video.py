@@ -112,8 +112,8 @@ def one_run(
     from pixgen.engine import Engine
     from pixgen.recipe import load_recipe
 
-    loaded, plugins = load_recipe(recipe(args, target, steps, video))
-    engine = Engine(loaded, plugins, output=folder, quiet=True)
+    loaded = load_recipe(recipe(args, target, steps, video))
+    engine = Engine(loaded, output=folder, quiet=True)
     sync(args.device)
     t0 = time.perf_counter()
     result = engine.run()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pixgen.version import __version__
 
 __all__ = [
     "Generator",
@@ -22,6 +22,7 @@ __all__ = [
     "Loss",
     "Output",
     "PixgenError",
+    "PlainName",
     "PluginOptions",
     "Recipe",
     "RunContext",
@@ -38,13 +39,14 @@ _LAZY = {
     "resume": ("pixgen.engine", "resume"),
     "RunResult": ("pixgen.engine", "RunResult"),
     "load_recipe": ("pixgen.recipe", "load_recipe"),
-    "Recipe": ("pixgen.recipe", "Recipe"),
+    "Recipe": ("pixgen.schema", "Recipe"),
     "hookimpl": ("pixgen.hookspecs", "hookimpl"),
     "Generator": ("pixgen.plugin", "Generator"),
     "Loss": ("pixgen.plugin", "Loss"),
     "Output": ("pixgen.plugin", "Output"),
-    "PluginOptions": ("pixgen.plugin", "PluginOptions"),
-    "InputFile": ("pixgen.plugin", "InputFile"),
+    "PluginOptions": ("pixgen.options", "PluginOptions"),
+    "InputFile": ("pixgen.options", "InputFile"),
+    "PlainName": ("pixgen.options", "PlainName"),
     "RunContext": ("pixgen.context", "RunContext"),
     "PixgenError": ("pixgen.errors", "PixgenError"),
 }
@@ -54,8 +56,10 @@ if TYPE_CHECKING:
     from pixgen.engine import RunResult, resume, run
     from pixgen.errors import PixgenError
     from pixgen.hookspecs import hookimpl
-    from pixgen.plugin import Generator, InputFile, Loss, Output, PluginOptions
-    from pixgen.recipe import Recipe, load_recipe
+    from pixgen.options import InputFile, PlainName, PluginOptions
+    from pixgen.plugin import Generator, Loss, Output
+    from pixgen.recipe import load_recipe
+    from pixgen.schema import Recipe
 
 
 def __getattr__(name: str) -> Any:

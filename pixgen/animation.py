@@ -12,32 +12,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pixgen.steps import Schedule, ScheduleFn, StepInterval, resolve_interval
-
-
-class AnimationConfig(BaseModel):
-    """The recipe's ``animation:`` section."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
-
-    every: StepInterval = Field(10, description="steps between transforms")
-    zoom: Schedule = Field(1.0, description="scale per transform (>1 zooms in); number or schedule")
-    rotate: Schedule = Field(0.0, description="degrees per transform (counter-clockwise)")
-    translate_x: Schedule = Field(0.0, description="pixels per transform, rightwards")
-    translate_y: Schedule = Field(0.0, description="pixels per transform, downwards")
-    reset_optimizer: bool = Field(
-        True, description="forget the optimiser's momentum after each transform"
-    )
-
-    @field_validator("zoom")
-    @classmethod
-    def _positive_zoom(cls, value: float | dict[int | str, float]) -> float | dict:
-        values = value.values() if isinstance(value, dict) else [value]
-        if any(v <= 0 for v in values):
-            raise ValueError("a zoom must be above 0 (1 keeps the size, 0.9 zooms out)")
-        return value
+from pixgen.schema import AnimationConfig
+from pixgen.steps import ScheduleFn, resolve_interval
 
 
 def transform_image(
@@ -69,10 +46,10 @@ class Animator:
     def __init__(self, config: AnimationConfig, total_steps: int):
         self.config = config
         self.every = resolve_interval(config.every, total_steps)
-        self.zoom = ScheduleFn(config.zoom, total_steps)  # type: ignore[arg-type]
-        self.rotate = ScheduleFn(config.rotate, total_steps)  # type: ignore[arg-type]
-        self.dx = ScheduleFn(config.translate_x, total_steps)  # type: ignore[arg-type]
-        self.dy = ScheduleFn(config.translate_y, total_steps)  # type: ignore[arg-type]
+        self.zoom = ScheduleFn(config.zoom, total_steps)
+        self.rotate = ScheduleFn(config.rotate, total_steps)
+        self.dx = ScheduleFn(config.translate_x, total_steps)
+        self.dy = ScheduleFn(config.translate_y, total_steps)
         self.transforms = 0
 
     def due(self, step: int) -> bool:

@@ -105,15 +105,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(**{part.name: data[part.name] for part in fields(Checkpoint)})
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _problem(data: dict[str, Any]) -> str | None:
     """What is wrong with a loaded checkpoint's structure, or None: checked here so that
     a damaged file is one clear error before the run starts, not a failure inside it."""
     step = data.get("step")
-    if not _is_int(step) or step < 1:
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         return f"its step is {step!r}, not a count of steps done"
     generator = data.get("generator")
     if not isinstance(generator, dict) or not all(
@@ -132,7 +128,7 @@ def _problem(data: dict[str, Any]) -> str | None:
     if not isinstance(data.get("settings"), dict):
         return "its run settings are missing"
     transforms = data.get("animation_transforms")
-    if not _is_int(transforms) or transforms < 0:
+    if not isinstance(transforms, int) or isinstance(transforms, bool) or transforms < 0:
         return f"its animation count is {transforms!r}"
     history = data.get("history")
     if not isinstance(history, dict):

@@ -55,7 +55,7 @@ def _options(
     """Paint pictures by optimisation, guided by CLIP."""
 
 
-# Each module adds its commands; a module that is not there yet is skipped.
+# Each module adds its commands (its heavy imports happen inside the commands).
 COMMAND_MODULES = [
     "pixgen.commands.run",
     "pixgen.commands.plugins",
@@ -66,13 +66,7 @@ COMMAND_MODULES = [
 ]
 
 for _module_name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_module_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module_name:
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(_module_name).register(app)
 
 
 _plugin_commands_added = False
@@ -97,7 +91,7 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [click.ClickException]
     try:
-        from typer import _click  # type: ignore[attr-defined]
+        from typer import _click
 
         types.append(_click.ClickException)
     except (ImportError, AttributeError):
@@ -137,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # click usage errors and the unexpected
         click_errors = _click_exception_types()
         if isinstance(exc, click_errors):
+            click_error: Any = exc  # ClickException: show(), exit_code
             if type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # prints the help text
+                click_error.show()  # prints the help text
                 return 0
             _error(_usage_message(exc))
-            return exc.exit_code
+            return int(click_error.exit_code)
         if os.environ.get("PIXGEN_DEBUG"):
             raise
         _error(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from pixgen.compiling import CompiledOrEager, describe_error
+
 if TYPE_CHECKING:
-    from pixgen.plugin import Generator
-    from pixgen.recipe import Recipe
+    from pixgen.schema import Recipe
 
 T = TypeVar("T")
 
@@ -20,57 +21,6 @@ T = TypeVar("T")
 # first time (78 s on an H200 at 512², decoder and CLIP) and saves ~19 ms a step there
 # (37 -> 18 ms), so a 300-step run would finish later compiled than eager.
 AUTO_COMPILE_MIN_STEPS = 1000
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: first line of the message``, short enough for a one-line notice."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
-
-
-class _CompiledOrEager:
-    """torch.compile with a fallback to eager execution if compilation fails."""
-
-    def __init__(
-        self,
-        module: Callable[..., Any],
-        name: str,
-        mode: str,
-        ctx: RunContext,
-        channels_last: bool = False,
-    ):
-        self.eager = module
-        self.name = name
-        self.ctx = ctx
-        self.compiled: Callable[..., Any] | None
-        if channels_last:
-            from torch._inductor import list_mode_options
-
-            # Inductor keeps a training graph NCHW when a convolution narrows the channels
-            # (the VQGAN decoder's 512->256, 256->128, 128->3); this makes it NHWC anyway.
-            options = {
-                **list_mode_options(mode),
-                "force_layout_optimization": True,
-            }
-            self.compiled = torch.compile(module, options=options, dynamic=False)
-        else:
-            self.compiled = torch.compile(module, mode=mode, dynamic=False)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args, **kwargs)
-            except torch.cuda.OutOfMemoryError:
-                raise  # not compiling's fault: uncompiled would need more memory still
-            except Exception as exc:  # dynamo/inductor failures of any kind
-                self.compiled = None
-                self.ctx.notice(
-                    f"{self.name}: torch.compile failed ({_describe(exc)}); running it uncompiled"
-                )
-        return self.eager(*args, **kwargs)
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self.eager, item)
 
 
 @dataclass
@@ -98,10 +48,15 @@ class RunContext:
     notices: list[str] = field(default_factory=list)
     notice_sink: Callable[[str], None] | None = None
     # The run's generator once built: an output may export from it (an SVG of strokes).
-    generator: Generator | None = None
+    generator: torch.nn.Module | None = None
+    # This step's loss values, set after the losses have run and before the outputs' on_step
+    # (on_finish sees the last step's): {"total": weighted sum, LABEL: unweighted value,
+    # "LABEL/TERM": a term of a loss returning several}. Device tensors: float() on one
+    # waits for the GPU, so read them only on the steps an output writes.
+    losses: Mapping[str, torch.Tensor] = field(default_factory=dict)
     _services: dict[Any, Any] = field(default_factory=dict)
     _step_cache: dict[Any, Any] = field(default_factory=dict)
-    _compiled: list[_CompiledOrEager] = field(default_factory=list)
+    _compiled: list[CompiledOrEager] = field(default_factory=list)
 
     # -- the run's settings --------------------------------------------------------
     @property
@@ -166,7 +121,7 @@ class RunContext:
             return module
         speed = self.recipe.speed
         channels_last = speed.conv_layout == "channels_last"
-        compiled = _CompiledOrEager(module, name, speed.mode, self, channels_last)
+        compiled = CompiledOrEager(module, name, speed.mode, self.notice, channels_last)
         self._compiled.append(compiled)
         return compiled
 
@@ -181,7 +136,9 @@ class RunContext:
         for module in running:
             module.compiled = None
         if running:
-            self.notice(f"compiled step {step} failed ({_describe(error)}); running uncompiled")
+            self.notice(
+                f"compiled step {step} failed ({describe_error(error)}); running uncompiled"
+            )
         return bool(running)
 
     # -- shared services -----------------------------------------------------------

@@ -1,15 +1,22 @@
-"""Generate the recipe reference from the schemas, so the docs cannot drift.
+"""Describing options from their schemas: the recipe reference and ``pixgen plugins show``.
 
-``python -m pixgen.docgen docs/recipe-reference.md`` writes it; ``--check`` fails when the
-file differs from what the code says (the test suite runs the check).
+One vocabulary for both: :func:`describe_fields` gives each field's name, type (``number``,
+``integer``, ``text``, ``path``, ``step`` …), bounds (``≥ 0``, ``< 1``), default and
+description, read from the pydantic model. ``python -m pixgen.docgen
+docs/recipe-reference.md`` writes the reference; ``--check`` fails when the file differs
+from what the code says (the test suite runs the check).
 """
 
 from __future__ import annotations
 
 import sys
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -21,13 +28,13 @@ Generated from the code by `python -m pixgen.docgen docs/recipe-reference.md`
 options schema; `pixgen plugins show NAME` prints the same.
 
 Any setting that names a step accepts a count (`150`) or a share of the run (`"75%"`).
-A loss `weight` is a number or a schedule of keyframes, `{0: 1.0, "50%": 0.2}`,
-interpolated linearly.
+A *schedule* is a number or keyframes `{0: 1.0, "50%": 0.2}`, interpolated linearly.
 """
 
 
 def _named_validator(metadata: Any) -> str | None:
-    from pixgen.plugin import _resolve_input_file
+    """The name of a shared option type, known by its validator."""
+    from pixgen.options import _resolve_input_file
     from pixgen.steps import _check_interval, _check_schedule, _check_step_value
 
     names = {
@@ -43,11 +50,19 @@ def _named_validator(metadata: Any) -> str | None:
     return None
 
 
+_SCALARS = {
+    "str": "text",
+    "int": "integer",
+    "float": "number",
+    "bool": "true | false",
+    "Path": "path",
+    "PosixPath": "path",
+    "WindowsPath": "path",
+}
+
+
 def type_text(annotation: Any, metadata: Any = ()) -> str:
     """A short, stable, human-readable name of an option's type."""
-    import types
-    import typing
-
     named = _named_validator(metadata)
     if named:
         return named
@@ -55,7 +70,7 @@ def type_text(annotation: Any, metadata: Any = ()) -> str:
     if origin is typing.Annotated:
         return type_text(args[0], args[1:])
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_text(a) for a in args)
+        return " | ".join(dict.fromkeys(type_text(a) for a in args))
     if origin is typing.Literal:
         return " | ".join(str(a) for a in args)
     if origin is list:
@@ -67,91 +82,141 @@ def type_text(annotation: Any, metadata: Any = ()) -> str:
     if annotation is type(None):
         return "null"
     if isinstance(annotation, type):
+        from pixgen.schema import PluginEntry
+
+        if issubclass(annotation, PluginEntry):
+            return "NAME | {use: NAME, …}"
         if issubclass(annotation, BaseModel):
-            return "mapping"
-        return {
-            "str": "text",
-            "int": "integer",
-            "float": "number",
-            "bool": "true | false",
-            "Path": "path",
-            "PosixPath": "path",
-        }.get(annotation.__name__, annotation.__name__)
+            keys = list(annotation.model_fields)
+            shown = ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+            return f"{{{shown}}}"
+        return _SCALARS.get(annotation.__name__, annotation.__name__)
     return str(annotation).replace("typing.", "")
 
 
-def field_type_text(field: Any) -> str:
-    return type_text(field.annotation, field.metadata)
+def _number(value: Any) -> str:
+    if isinstance(value, int) and value >= 2**20 and value & (value - 1) == 0:
+        return f"2^{value.bit_length() - 1}"
+    return str(value)
 
 
-def _default_text(field: Any) -> str:
+def bounds_text(metadata: Any) -> str:
+    """``≥ 0, < 1`` from a field's constraints (``Field(ge=0, lt=1)``)."""
+    parts: list[str] = []
+    for item in metadata or ():
+        if isinstance(item, Ge):
+            parts.append(f"≥ {_number(item.ge)}")
+        elif isinstance(item, Gt):
+            parts.append(f"> {_number(item.gt)}")
+        elif isinstance(item, Le):
+            parts.append(f"≤ {_number(item.le)}")
+        elif isinstance(item, Lt):
+            parts.append(f"< {_number(item.lt)}")
+        elif isinstance(item, MinLen) and item.min_length:
+            parts.append(f"at least {item.min_length} long")
+        elif isinstance(item, MaxLen):
+            parts.append(f"at most {item.max_length} long")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class FieldDescription:
+    """One option as ``plugins show`` and the reference show it."""
+
+    name: str
+    type: str  # "number", "list of text", "adam | adamw | sgd"
+    bounds: str  # "≥ 0, < 1" or ""
+    default: Any  # the value, or REQUIRED
+    description: str
+
+    @property
+    def type_and_bounds(self) -> str:
+        return f"{self.type} ({self.bounds})" if self.bounds else self.type
+
+
+REQUIRED = "(required)"
+
+
+def _default(field: Any) -> Any:
     if field.is_required():
-        return "required"
+        return REQUIRED
     if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = None if field.default is PydanticUndefined else field.default
+        return field.default_factory()
+    return None if field.default is PydanticUndefined else field.default
+
+
+def describe_fields(
+    model: type[BaseModel], skip: typing.Collection[str] = ()
+) -> list[FieldDescription]:
+    """Each field of ``model``: name, type, bounds, default, description."""
+    return [
+        FieldDescription(
+            name=name,
+            type=type_text(field.annotation, field.metadata),
+            bounds=bounds_text(field.metadata),
+            default=_default(field),
+            description=(field.description or "").strip(),
+        )
+        for name, field in model.model_fields.items()
+        if name not in skip
+    ]
+
+
+# -- the reference -----------------------------------------------------------------------
+
+
+def _default_cell(value: Any) -> str:
+    if value == REQUIRED:
+        return "required"
     if isinstance(value, BaseModel):
         return "see below"
     return f"`{value!r}`"
 
 
-def _table(model: type[BaseModel], skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def _table(model: type[BaseModel], skip: typing.Collection[str] = ()) -> list[str]:
     lines = ["| option | type | default | description |", "|---|---|---|---|"]
-    for name, field in model.model_fields.items():
-        if name in skip:
-            continue
-        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        kind = field_type_text(field).replace("|", "or")
-        lines.append(f"| `{name}` | {kind} | {_default_text(field)} | {desc} |")
+    for row in describe_fields(model, skip):
+        desc = row.description.replace("|", "\\|").replace("\n", " ")
+        kind = row.type_and_bounds.replace("|", "or")
+        lines.append(f"| `{row.name}` | {kind} | {_default_cell(row.default)} | {desc} |")
     return lines
 
 
-def render() -> str:
-    from pixgen.plugins import load_plugins
-    from pixgen.recipe import EarlyStopConfig, OptimizerConfig, RecipeCore
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model a recipe field holds (``EarlyStopConfig | None`` -> it)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
-    out = [HEADER, "## Top level", "", *_table(RecipeCore), ""]
-    out += ["## `optimizer`", "", *_table(OptimizerConfig), ""]
-    out += ["## `early_stop`", "", *_table(EarlyStopConfig), ""]
-    extra_sections = _extra_sections()
-    for title, model in extra_sections:
-        out += [f"## `{title}`", "", *_table(model), ""]
+
+def render() -> str:
+    from pixgen.kinds import KIND_OF_SECTION, PLUGIN_KINDS
+    from pixgen.plugins import load_plugins
+    from pixgen.schema import Recipe
+
+    out = [HEADER, "## Top level", "", *_table(Recipe), ""]
+    for name, field in Recipe.model_fields.items():
+        model = _section_model(field.annotation)
+        if model is not None and name not in KIND_OF_SECTION:
+            out += [f"## `{name}`", "", *_table(model), ""]
     plugins = load_plugins()
-    for kind, title in (("generator", "Generators"), ("loss", "Losses"), ("output", "Outputs")):
-        out += [f"## {title}", ""]
-        for name in plugins.registry.names(kind):
+    for kind in PLUGIN_KINDS.values():
+        out += [f"## {kind.plural.capitalize()}", ""]
+        entry_keys = [key for key in kind.entry.entry_keys() if key != "use"]
+        if entry_keys:
+            out += [
+                f"Every {kind.name} entry takes these keys besides its plugin's options:",
+                "",
+                *_table(kind.entry, skip={"use", "options"}),
+                "",
+            ]
+        for name in plugins.registry.names(kind.name):
             info = plugins.registry.get(name)
             if not info.source.startswith("pixgen "):
                 continue  # only the built-ins are documented here
-            doc = info.cls.doc()
-            out += [f"### `{name}`", "", doc, ""]
-            if kind == "loss":
-                out += [
-                    "Every loss also takes `weight` (number or schedule, default 1.0) and "
-                    "`label` (name in the loss history).",
-                    "",
-                ]
-            out += [*_table(info.cls.Options), ""]
+            out += [f"### `{name}`", "", info.cls.doc(), "", *_table(info.cls.Options), ""]
     return "\n".join(out).rstrip() + "\n"
-
-
-def _extra_sections() -> list[tuple[str, type[BaseModel]]]:
-    """Core sections defined outside recipe.py (e.g. animation)."""
-    sections: list[tuple[str, type[BaseModel]]] = []
-    try:
-        from pixgen.animation import AnimationConfig
-
-        sections.append(("animation", AnimationConfig))
-    except ImportError:
-        pass
-    try:
-        from pixgen.recipe import SpeedConfig  # type: ignore[attr-defined]
-
-        sections.append(("speed", SpeedConfig))
-    except ImportError:
-        pass
-    return sections
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,7 @@ class RunInterrupted(PixgenError):
     """The run was stopped with Ctrl-C; its finished work was saved."""
 
     exit_code = 130
+
+
+class UnknownPlugin(PixgenError):
+    """No plugin of that name (and kind) is installed or loaded."""

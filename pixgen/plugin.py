@@ -14,62 +14,17 @@ for discovery and run-level lifecycle events.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationInfo
-from pydantic.functional_validators import AfterValidator, WrapValidator
 from torch import nn
+
+# Re-exported: plugin authors find the option types beside the base classes.
+from pixgen.options import InputFile, NonEmptyStr, PlainName, PluginOptions
 
 if TYPE_CHECKING:
     from pixgen.context import RunContext
-
-
-class PluginOptions(BaseModel):
-    """Base of every plugin's ``Options``: unknown keys are errors."""
-
-    model_config = ConfigDict(
-        extra="forbid", validate_default=True, arbitrary_types_allowed=True, allow_inf_nan=False
-    )
-
-
-def _resolve_input_file(value: Any, handler: Any, info: ValidationInfo) -> Path:
-    if not isinstance(value, str | os.PathLike) or not str(value).strip():
-        # Checked before the str | Path union, whose errors name pydantic's internals.
-        raise ValueError(f"expected a file path, got {value!r}")
-    path = Path(os.path.expanduser(str(handler(value))))
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
-    if (info.context or {}).get("check_files", True) and not path.is_file():
-        raise ValueError(f"file not found: {path}")
-    return path
-
-
-InputFile = Annotated[str | Path, WrapValidator(_resolve_input_file)]
-"""A path to an existing file, relative to the recipe's folder; checked before the run."""
-
-
-def _non_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
-
-
-def _plain_name(value: str) -> str:
-    if not value.strip() or value in (".", "..") or "/" in value or "\\" in value:
-        raise ValueError(f"must be a plain name inside the run folder (no '/'), got {value!r}")
-    return value
-
-
-PlainName = Annotated[str, AfterValidator(_plain_name)]
-"""A file or folder name inside the run folder: an output's files stay in it."""
 
 
 class Plugin:
@@ -183,8 +138,13 @@ class Output(Plugin):
         return {}
 
 
-PLUGIN_KINDS: dict[str, type[Plugin]] = {
-    "generator": Generator,
-    "loss": Loss,
-    "output": Output,
-}
+__all__ = [
+    "Generator",
+    "InputFile",
+    "Loss",
+    "NonEmptyStr",
+    "Output",
+    "PlainName",
+    "Plugin",
+    "PluginOptions",
+]

@@ -26,21 +26,20 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from pixgen import hookspecs
-from pixgen.errors import PixgenError, PluginLoadError, PluginRunError
-from pixgen.plugin import PLUGIN_KINDS, Plugin
+from pixgen.errors import PixgenError, PluginLoadError, PluginRunError, UnknownPlugin
+from pixgen.kinds import PLUGIN_KINDS
+from pixgen.options import PluginOptions
+from pixgen.plugin import Plugin
+
+if TYPE_CHECKING:
+    from pixgen.schema import Recipe
 
 ENTRY_POINT_GROUP = "pixgen"
-
-_REGISTER_HOOKS = {
-    "generator": "register_generators",
-    "loss": "register_losses",
-    "output": "register_outputs",
-}
 
 
 @dataclass(frozen=True)
@@ -86,20 +85,31 @@ class Registry:
         return sorted(n for n, i in self.plugins.items() if kind is None or i.kind == kind)
 
     def get(self, name: str, kind: str | None = None) -> PluginInfo:
+        """The plugin ``name`` (of ``kind``, if given); :class:`UnknownPlugin` naming the
+        choices, with a did-you-mean, when there is none."""
         info = self.plugins.get(name)
-        if info is None or (kind is not None and info.kind != kind):
-            what = f"{kind} plugin" if kind else "plugin"
-            choices = self.names(kind)
-            hint = did_you_mean(name, choices)
-            listing = ", ".join(choices) or "none"
-            if info is not None:
-                article = "an" if info.kind[0] in "aeiou" else "a"
-                plural = "losses" if kind == "loss" else f"{kind}s"
-                raise KeyError(
-                    f"{name!r} is {article} {info.kind}, not a {kind}; {plural}: {listing}"
-                )
-            raise KeyError(f"unknown {what} {name!r}{hint} (available: {listing})")
-        return info
+        if info is not None and (kind is None or info.kind == kind):
+            return info
+        choices = self.names(kind)
+        listing = ", ".join(choices) or "none"
+        if info is not None and kind is not None:
+            wanted = PLUGIN_KINDS[kind]
+            found = PLUGIN_KINDS[info.kind]
+            raise UnknownPlugin(
+                f"{name!r} is {found.article} {found.name}, not {wanted.article} {wanted.name}; "
+                f"{wanted.plural}: {listing}"
+            )
+        what = f"{kind} plugin" if kind else "plugin"
+        raise UnknownPlugin(
+            f"unknown {what} {name!r}{did_you_mean(name, choices)} (available: {listing})"
+        )
+
+    def options_of(self, kind: str, name: str) -> type[PluginOptions]:
+        """For recipe validation (:class:`pixgen.schema.PluginLookup`)."""
+        try:
+            return self.get(name, kind).cls.Options
+        except UnknownPlugin as exc:
+            raise ValueError(exc.message) from None
 
 
 @dataclass
@@ -173,12 +183,46 @@ def _load_entry_points(pm: pluggy.PluginManager, sources: dict[str, str]) -> Non
         sources[ep.name] = dist
 
 
+_HOOK_NAMES = sorted(
+    name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "pixgen_spec")
+)
+
+
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, what: str) -> None:
-    """``pm.register``; a hook whose arguments do not match its spec is the plugin's error."""
+    """``pm.register``, after checking the plugin's hooks: a misspelt hook, a hook
+    function without its ``@pixgen.hookimpl`` mark, or a plugin with no hook at all is
+    the plugin's error, named with a did-you-mean."""
+    _check_hooks(plugin, what)
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         raise PluginLoadError(f"{what} is invalid: {exc}") from exc
+
+
+def _check_hooks(plugin: object, what: str) -> None:
+    marked: list[str] = []
+    for attr in dir(plugin):
+        opts = getattr(getattr(plugin, attr, None), "pixgen_impl", None)
+        if isinstance(opts, dict):
+            marked.append(opts.get("specname") or attr)
+    for attr in marked:
+        if attr not in _HOOK_NAMES:
+            raise PluginLoadError(
+                f"{what}: {attr!r} is marked @pixgen.hookimpl but pixgen has no such hook"
+                f"{did_you_mean(attr, _HOOK_NAMES)} (hooks: {', '.join(_HOOK_NAMES)})"
+            )
+    if marked:
+        return
+    unmarked = [attr for attr in _HOOK_NAMES if callable(getattr(plugin, attr, None))]
+    if unmarked:
+        raise PluginLoadError(
+            f"{what}: {unmarked[0]}() is not marked @pixgen.hookimpl, so pixgen would never "
+            "call it; put @pixgen.hookimpl on the line above its def"
+        )
+    raise PluginLoadError(
+        f"{what} implements no pixgen hook: a plugin registers its classes in a function "
+        "such as register_losses(register), marked @pixgen.hookimpl"
+    )
 
 
 def _describe_load_failure(what: str, exc: BaseException) -> str:
@@ -192,11 +236,28 @@ def _describe_load_failure(what: str, exc: BaseException) -> str:
     return f"{what} failed to load{where}: {type(exc).__name__}: {exc}"
 
 
+# Loaded plugin files by path and (mtime, size): loading a recipe and running it import a
+# file once, so the classes validated against are the classes that run.
+_FILE_MODULES: dict[Path, tuple[tuple[int, int], ModuleType]] = {}
+
+
 def load_plugin_file(path: str | os.PathLike[str]) -> ModuleType:
-    """Import a local plugin file by path (a recipe's ``plugins:`` entry)."""
+    """Import a local plugin file by path (a recipe's ``plugins:`` entry); a file already
+    imported and unchanged since is not imported again."""
     file = Path(path).resolve()
     if not file.is_file():
         raise PluginLoadError(f"plugin file not found: {file}")
+    stat = file.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _FILE_MODULES.get(file)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    module = _import_file(file)
+    _FILE_MODULES[file] = (stamp, module)
+    return module
+
+
+def _import_file(file: Path) -> ModuleType:
     digest = hashlib.sha1(str(file).encode()).hexdigest()[:10]
     module_name = f"pixgen_local_{file.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, file)
@@ -221,23 +282,27 @@ def _class_file(cls: type) -> str | None:
 
 def _fill_registry(plugins: PluginSet) -> None:
     pm = plugins.pm
-    for kind, hook_name in _REGISTER_HOOKS.items():
-        base = PLUGIN_KINDS[kind]
+    for plugin_kind in PLUGIN_KINDS.values():
+        kind, base, hook_name = plugin_kind.name, plugin_kind.base, plugin_kind.hook
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             source = plugins.sources.get(impl.plugin_name, f"object {impl.plugin_name}")
 
             def register(
-                cls: type, *, _kind: str = kind, _base: type = base, _source: str = source
+                cls: type, *, _kind: str = kind, _base: type[Plugin] = base, _source: str = source
             ) -> None:
                 if not (isinstance(cls, type) and issubclass(cls, _base)):
+                    article = PLUGIN_KINDS[_kind].article
                     raise PluginLoadError(
-                        f"{_source} registered {cls!r} as a {_kind}, but it is not a subclass"
-                        f" of pixgen.{_base.__name__}"
+                        f"{_source} registered {cls!r} as {article} {_kind}, but it is not a "
+                        f"subclass of pixgen.{_base.__name__}"
                     )
-                if not getattr(cls, "name", ""):
-                    raise PluginLoadError(f"{_source}: {cls.__name__} has no 'name'")
-                plugins.registry.add(PluginInfo(cls.name, _kind, cls, _source, _class_file(cls)))
+                plugin_class: type[Plugin] = cls  # checked just above
+                if not getattr(plugin_class, "name", ""):
+                    raise PluginLoadError(f"{_source}: {plugin_class.__name__} has no 'name'")
+                plugins.registry.add(
+                    PluginInfo(plugin_class.name, _kind, plugin_class, _source, _class_file(cls))
+                )
 
             others = [p for p in pm.get_plugins() if p is not impl.plugin]
             caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
@@ -280,6 +345,12 @@ def load_plugins(
     plugins = PluginSet(pm, Registry(), sources)
     _fill_registry(plugins)
     return plugins
+
+
+def plugins_for(recipe: Recipe, extra: Sequence[object] = ()) -> PluginSet:
+    """The plugins a recipe runs with: the installed ones, ``extra`` objects and the
+    recipe's own ``plugins:`` files."""
+    return load_plugins(files=recipe.plugins, extra=extra)
 
 
 _DEFAULT: PluginSet | None = None

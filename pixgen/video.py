@@ -208,7 +208,7 @@ class FfmpegPipe:
         if frame.shape != (self.in_size[1], self.in_size[0], 3):
             raise ValueError(f"frame is {frame.shape}, the video is {self.in_size} RGB")
         try:
-            proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
+            proc.stdin.write(np.ascontiguousarray(frame).data.cast("B"))
         except (BrokenPipeError, OSError) as exc:
             proc.wait()
             raise RuntimeError(f"ffmpeg stopped: {self._stderr() or exc}") from exc

@@ -185,7 +185,7 @@ def test_yaml_merge_keys_still_give_defaults(tmp_path: Path) -> None:
 
     path = tmp_path / "recipe.yaml"
     path.write_text(BASE + "optimizer:\n  <<: {lr: 0.1, name: adamw}\n  lr: 0.5\n")
-    recipe, _ = load_recipe(path)
+    recipe = load_recipe(path)
     assert recipe.optimizer.lr == 0.5 and recipe.optimizer.name == "adamw"
 
 

@@ -49,7 +49,7 @@ def test_clip_step_has_no_host_sync(vit_b32: str) -> None:
     from pixgen.engine import Engine
     from pixgen.recipe import load_recipe
 
-    engine = Engine(*load_recipe(recipe(vit_b32, 10)), write_files=False)
+    engine = Engine(load_recipe(recipe(vit_b32, 10)), write_files=False)
     loss, ctx = engine.losses[0].loss, engine.ctx
     assert loss.models[0].device.type == "cuda"
 

@@ -74,8 +74,8 @@ def test_prompts_as_strings_mappings_and_images(tiny: str, target_png: Path) -> 
             {"image": str(target_png), "weight": 0.5},
         ],
     )
-    loaded, _ = load_recipe(recipe)
-    engine = Engine(loaded, load_recipe(recipe)[1], write_files=False)
+    loaded = load_recipe(recipe)
+    engine = Engine(loaded, write_files=False)
     loss = engine.losses[0].loss
     assert loss.prompt_weights_at(0) == {
         "a lighthouse": 2.0,
@@ -128,8 +128,8 @@ def test_two_losses_naming_a_model_share_one_instance(
     monkeypatch.setattr(clip_models, "_instantiate", lambda r: built.append(r) or original(r))
     recipe = clip_recipe(tiny, prompts=["a cat"])
     recipe["losses"].append({"use": "clip", "models": [tiny], "prompts": ["a dog"], "weight": 0.5})
-    loaded, plugins = load_recipe(recipe)
-    engine = Engine(loaded, plugins, write_files=False)
+    loaded = load_recipe(recipe)
+    engine = Engine(loaded, write_files=False)
     first, second = (slot.loss for slot in engine.losses)
     assert first.models[0] is second.models[0]
     assert len(built) == 1
@@ -139,7 +139,7 @@ def test_ensemble_averages_each_models_loss(tmp_path: Path, tiny: str) -> None:
     other = make_tiny_clip_checkpoint(tmp_path / "other", seed=4, image_size=48)
     recipe = clip_recipe(tiny, steps=1, prompts=["a cat"], augment=[])
     recipe["losses"][0]["models"] = [tiny, other]
-    engine = Engine(*load_recipe(recipe), write_files=False)
+    engine = Engine(load_recipe(recipe), write_files=False)
     loss = engine.losses[0].loss
     image = torch.rand(1, 3, 48, 48)
     # Without augmentation and with cut_size >= image side, every cutout is the image.
@@ -163,7 +163,7 @@ def test_ensemble_averages_each_models_loss(tmp_path: Path, tiny: str) -> None:
 
 def test_stop_ends_the_pull_below_the_distance(tiny: str) -> None:
     engine = Engine(
-        *load_recipe(clip_recipe(tiny, prompts=["a cat:1:100 | a dog"])), write_files=False
+        load_recipe(clip_recipe(tiny, prompts=["a cat:1:100 | a dog"])), write_files=False
     )
     loss = engine.losses[0].loss
     image = torch.rand(1, 3, 48, 48, requires_grad=True)
@@ -176,7 +176,7 @@ def test_stop_ends_the_pull_below_the_distance(tiny: str) -> None:
 
 def test_cosine_distance_option(tiny: str) -> None:
     engine = Engine(
-        *load_recipe(clip_recipe(tiny, prompts=["a cat"], distance="cosine")), write_files=False
+        load_recipe(clip_recipe(tiny, prompts=["a cat"], distance="cosine")), write_files=False
     )
     value = engine.losses[0].loss(torch.rand(1, 3, 48, 48), engine.ctx)["a cat"]
     assert 0 < float(value) < 2
@@ -193,12 +193,12 @@ def test_quality_presets_set_models_and_cutouts_explicit_settings_win(tiny: str)
     recipe = clip_recipe(tiny, prompts=["a cat"])
     recipe["quality"] = "draft"
     del recipe["losses"][0]["cutouts"]
-    engine = Engine(*load_recipe(recipe), write_files=False)
+    engine = Engine(load_recipe(recipe), write_files=False)
     loss = engine.losses[0].loss
     assert loss.cutout_counts == [preset_for("draft").cutouts]
     assert [m.name for m in loss.models] == [tiny]
     recipe["losses"][0]["cutouts"] = {tiny: 5}
-    assert Engine(*load_recipe(recipe), write_files=False).losses[0].loss.cutout_counts == [5]
+    assert Engine(load_recipe(recipe), write_files=False).losses[0].loss.cutout_counts == [5]
 
 
 def test_presets_are_shown_by_plugins_show(capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,7 +243,7 @@ def test_story_weights_follow_the_schedule_with_cross_fade(tiny: str) -> None:
         {"at": "50%", "prompts": ["a city:2", {"text": "neon", "weight": 0.5}]},
     ]
     recipe = clip_recipe(tiny, steps=100, prompts=["oil painting"], story=story, transition=10)
-    engine = Engine(*load_recipe(recipe), write_files=False)
+    engine = Engine(load_recipe(recipe), write_files=False)
     loss = engine.losses[0].loss
     w = loss.prompt_weights_at
     assert w(0) == {"oil painting": 1.0, "a forest": 1.0, "a city": 0.0, "neon": 0.0}

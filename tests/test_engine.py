@@ -18,7 +18,8 @@ from pixgen.cli import main
 from pixgen.engine import Engine, lr_factor, make_run_dir, resolve_device
 from pixgen.errors import DeviceError, PixgenError
 from pixgen.fileio import png_text
-from pixgen.recipe import OptimizerConfig, load_recipe
+from pixgen.recipe import load_recipe
+from pixgen.schema import OptimizerConfig
 
 
 def test_run_writes_the_run_folder(basic_recipe: dict) -> None:
@@ -48,7 +49,7 @@ def test_run_writes_the_run_folder(basic_recipe: dict) -> None:
     assert len(info["history"]["total"]) == 20
     assert set(info["history"]["losses"]) == {"target_image", "smoothness"}
     assert result.history["total"][-1] < result.history["total"][0]
-    again, _ = load_recipe(run_dir / "recipe.yaml")
+    again = load_recipe(run_dir / "recipe.yaml")
     assert again.seed == 3 and again.steps == 20
 
 
@@ -115,7 +116,7 @@ def test_random_seed_is_recorded(basic_recipe: dict) -> None:
     recipe.pop("seed")
     result = pixgen.run(recipe)
     assert json.loads((result.run_dir / "run.json").read_text())["seed"] == result.seed
-    assert load_recipe(result.run_dir / "recipe.yaml")[0].seed == result.seed
+    assert load_recipe(result.run_dir / "recipe.yaml").seed == result.seed
 
 
 def test_overrides_from_python(basic_recipe: dict) -> None:
@@ -170,8 +171,8 @@ def test_early_stop(basic_recipe: dict) -> None:
 
 
 def test_interrupt_saves_work(basic_recipe: dict, tmp_path: Path) -> None:
-    recipe, plugins = load_recipe(dict(basic_recipe, steps=100_000))
-    engine = Engine(recipe, plugins, output=tmp_path / "run")
+    recipe = load_recipe(dict(basic_recipe, steps=100_000))
+    engine = Engine(recipe, output=tmp_path / "run")
 
     class StopAfter:
         @pixgen.hookimpl

@@ -102,7 +102,7 @@ def test_palette_loss_in_a_yaml_recipe_with_quoted_colours(tmp_path: Path) -> No
         "size: 16\nsteps: 2\ndevice: cpu\ngenerator: pixel\n"
         "losses:\n  - {use: palette, colours: ['#000000', '#ffffff']}\n  - symmetry\n"
     )
-    recipe, _ = load_recipe(path)
+    recipe = load_recipe(path)
     assert [entry.use for entry in recipe.losses] == ["palette", "symmetry"]
 
 

@@ -42,7 +42,7 @@ def test_new_plugins_of_every_kind_run_in_a_recipe_and_resume(
 
     assert main(["plugins", "show", "my_generator", "-p", "my_generator.py"]) == 0
     shown = capsys.readouterr().out
-    assert "cells: integer = 16  -- cells across the shorter side" in shown
+    assert "cells: integer (≥ 1, ≤ 1024) = 16  -- cells across the shorter side" in shown
 
     recipe = {
         "plugins": ["./my_generator.py", "./my_loss.py", "./my_output.py"],
@@ -58,14 +58,17 @@ def test_new_plugins_of_every_kind_run_in_a_recipe_and_resume(
     Path("recipe.yaml").write_text(yaml.safe_dump(recipe))
     result = pixgen.run("recipe.yaml", output="run")
     rows = (result.run_dir / "my_output.csv").read_text().splitlines()
-    assert rows[0] == "step,red,green,blue" and [r.split(",")[0] for r in rows[1:]] == [
+    assert rows[0] == "step,red,green,blue,total" and [r.split(",")[0] for r in rows[1:]] == [
         "0",
         "3",
         "6",
         "9",
     ]
-    brightness = [sum(map(float, r.split(",")[1:])) / 3 for r in rows[1:]]
+    brightness = [sum(map(float, r.split(",")[1:4])) / 3 for r in rows[1:]]
     assert brightness[-1] > brightness[0] + 20  # the loss pushes towards level 0.9
+    # the output reads each step's losses: the total it wrote is the run's history
+    totals = [float(r.split(",")[4]) for r in rows[1:]]
+    assert totals == pytest.approx([result.history["total"][s] for s in (0, 3, 6, 9)], rel=1e-3)
 
     stopped = pixgen.run("recipe.yaml", output="stopped", plugins=[_StopAt()])
     assert stopped.steps_done == 5

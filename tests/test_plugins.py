@@ -87,7 +87,7 @@ def test_plugins_show_and_list_a_local_plugin_file(
     assert main(["plugins", "show", "brightness", "--plugin", str(tmp_path / "my_loss.py")]) == 0
     out = capsys.readouterr().out
     assert "brightness (loss, from file" in out and "my_loss.py" in out
-    assert "level: number = 0.9  -- target mean brightness" in out
+    assert "level: number (≥ 0, ≤ 1) = 0.9  -- target mean brightness" in out
     assert main(["plugins", "list", "--json", "-p", str(tmp_path / "my_loss.py")]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["brightness"]["kind"] == "loss" and "pixel" in rows
@@ -110,7 +110,7 @@ def test_local_plugin_file_takes_effect_in_a_run(tmp_path: Path, basic_recipe: d
     # the run's recipe.yaml re-runs from its own folder: the plugin file's path is absolute
     assert result.run_dir is not None
     rerun = pixgen.run(result.run_dir / "recipe.yaml", steps=2)
-    assert rerun.recipe.plugins == [str(tmp_path / "my_loss.py")]
+    assert rerun.recipe.plugins == [(tmp_path / "my_loss.py").resolve()]
     assert "brightness" in rerun.history["losses"]
 
 

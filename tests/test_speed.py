@@ -12,7 +12,8 @@ import torch
 from clip_fixtures import make_tiny_clip_checkpoint
 from vqgan_fixtures import tiny_vqgan_clip_recipe, write_tiny_vqgan
 
-from pixgen.context import AUTO_COMPILE_MIN_STEPS, RunContext, _CompiledOrEager
+from pixgen.compiling import CompiledOrEager
+from pixgen.context import AUTO_COMPILE_MIN_STEPS, RunContext
 from pixgen.engine import Engine
 from pixgen.recipe import load_recipe
 
@@ -41,14 +42,14 @@ def vqgan_clip_recipe(
 
 
 def run_engine(recipe: dict[str, Any]) -> tuple[Engine, list[float], list[str]]:
-    engine = Engine(*load_recipe(recipe), write_files=False, quiet=True)
+    engine = Engine(load_recipe(recipe), write_files=False, quiet=True)
     result = engine.run()
     assert result.status == "completed"
     return engine, result.history["total"], result.info["notices"]
 
 
 def context(steps: int, compile: str, device: str) -> RunContext:
-    recipe, _ = load_recipe(
+    recipe = load_recipe(
         {
             "name": "policy",
             "steps": steps,
@@ -84,7 +85,7 @@ def test_compile_auto_compiles_long_cuda_runs_only(
     ctx = context(steps, compile, device)
     assert ctx.compile_enabled is compiles
     module = torch.nn.Identity()
-    assert isinstance(ctx.compile_module(module, "identity"), _CompiledOrEager) is compiles
+    assert isinstance(ctx.compile_module(module, "identity"), CompiledOrEager) is compiles
 
 
 def test_a_short_auto_run_on_cuda_says_why_it_does_not_compile() -> None:
@@ -113,7 +114,7 @@ def test_a_compiled_run_paints_what_an_eager_run_paints(tiny_models: Any, conv_l
     decoder = engine.generator._decode
     encoder = engine.losses[0].loss.image_encoders[0]
     for module in (decoder, encoder):
-        assert isinstance(module, _CompiledOrEager) and module.compiled is not None
+        assert isinstance(module, CompiledOrEager) and module.compiled is not None
     assert notices == []
     assert len(set(eager)) > 1  # the picture changed, so the comparison means something
     assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
@@ -184,7 +185,7 @@ def test_a_plugin_error_is_reported_as_itself_when_compiled(
     from pixgen.errors import PluginRunError
 
     recipe = vqgan_clip_recipe(tiny_models, "on")
-    engine = Engine(*load_recipe(recipe), write_files=False, quiet=True)
+    engine = Engine(load_recipe(recipe), write_files=False, quiet=True)
 
     def broken(self: Any, image: torch.Tensor, ctx: Any) -> torch.Tensor:
         raise ValueError("my loss is broken")
@@ -204,6 +205,6 @@ def test_the_progress_bar_shows_the_compiling_warm_up_as_such(
     phases: list[str] = []
     monkeypatch.setattr(ProgressDisplay, "set_phase", lambda self, text: phases.append(text))
     recipe = vqgan_clip_recipe(tiny_models, compile)
-    engine = Engine(*load_recipe(recipe), write_files=False, quiet=False)  # the bar shown
+    engine = Engine(load_recipe(recipe), write_files=False, quiet=False)  # the bar shown
     assert engine.run().status == "completed"
     assert phases == (["warming up (compiling)", "painting"] if compile == "on" else [])

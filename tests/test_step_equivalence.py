@@ -23,7 +23,7 @@ import bench_step  # noqa: E402
 import reference  # noqa: E402
 
 import pixgen.models.cutouts as cutouts_module  # noqa: E402
-from pixgen.engine import Engine, _History  # noqa: E402
+from pixgen.engine import Engine  # noqa: E402
 from pixgen.models.clip import load_clip  # noqa: E402
 from pixgen.models.vqgan import load_vqgan  # noqa: E402
 from pixgen.recipe import load_recipe  # noqa: E402
@@ -85,17 +85,11 @@ def engine_and_reference(
             }
         ],
     }
-    loaded, plugins = load_recipe(recipe)
-    engine = Engine(loaded, plugins, write_files=False)
-    engine.history = _History()
-    for slot in engine.losses:
-        engine.history.column(slot.label)
+    loaded = load_recipe(recipe)
+    engine = Engine(loaded, write_files=False)
     engine.ctx.begin_step(0)
     gen = engine.generator
-    with engine._autocast():
-        image = engine._render(0)
-        total, _ = engine._score(image, 0)
-    total.backward()
+    _, total, _ = engine.stepper.gradients(0)
     engine_result = (total.detach().float(), gen.z.grad.detach().float().clone())
 
     text = engine.losses[0].loss._embed_targets(engine.ctx, engine.losses[0].loss.models[0])

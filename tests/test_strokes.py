@@ -27,7 +27,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def make_generator(size: tuple[int, int] = (40, 30), **options: Any) -> StrokesGenerator:
     """A strokes generator set up as a run would, without running."""
-    recipe, _ = load_recipe(
+    recipe = load_recipe(
         {
             "size": list(size),
             "steps": 10,

@@ -346,7 +346,7 @@ def test_options_are_validated(basic_recipe: dict) -> None:
         load_recipe(with_video(basic_recipe, fps=0))
     with pytest.raises(RecipeError, match="plain name"):
         load_recipe(with_video(basic_recipe, file="../escape"))
-    recipe, _ = load_recipe(with_video(basic_recipe, format="webp", file="anim"))
+    recipe = load_recipe(with_video(basic_recipe, format="webp", file="anim"))
     assert recipe.outputs[0].options.format == "webp"
 
 

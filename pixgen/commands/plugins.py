@@ -35,29 +35,12 @@ def _plugins(files: list[Path] | None) -> PluginSet:
 
 
 def describe_options(cls: type) -> list[dict[str, Any]]:
-    """Each option of a plugin class: name, type, default, description."""
-    from pydantic_core import PydanticUndefined
+    """Each option of a plugin class: name, type, bounds, default, description."""
+    from dataclasses import asdict
 
-    from pixgen.docgen import field_type_text
+    from pixgen.docgen import describe_fields
 
-    rows = []
-    for name, field in cls.Options.model_fields.items():  # type: ignore[attr-defined]
-        type_text = field_type_text(field)
-        if field.is_required():
-            default: Any = "(required)"
-        elif field.default_factory is not None:
-            default = field.default_factory()  # type: ignore[call-arg]
-        else:
-            default = None if field.default is PydanticUndefined else field.default
-        rows.append(
-            {
-                "name": name,
-                "type": type_text,
-                "default": default,
-                "description": field.description or "",
-            }
-        )
-    return rows
+    return [asdict(row) for row in describe_fields(cls.Options)]  # type: ignore[attr-defined]
 
 
 @plugins_app.command("list")
@@ -99,15 +82,21 @@ def show_plugin(
     files: PluginFiles = None,
 ) -> None:
     """A plugin's options with types, defaults and docs."""
-    from pixgen.errors import PixgenError
+    from dataclasses import asdict
+
+    from pixgen.docgen import describe_fields
+    from pixgen.errors import UnknownPlugin
+    from pixgen.kinds import PLUGIN_KINDS
 
     plugins = _plugins(files)
     try:
         info = plugins.registry.get(name)
-    except KeyError as exc:
-        hint = "" if files else "; a plugin in a local file: add --plugin FILE"
-        raise PixgenError(f"{exc.args[0]}{hint}") from None
+    except UnknownPlugin as exc:
+        if not files:
+            exc.hint = "a plugin in a local file: add --plugin FILE"
+        raise
     rows = describe_options(info.cls)
+    entry = PLUGIN_KINDS[info.kind].entry
     if as_json:
         sys.stdout.write(
             json.dumps(
@@ -115,7 +104,10 @@ def show_plugin(
                     "name": info.name,
                     "kind": info.kind,
                     "source": info.source,
-                    "doc": (info.cls.__doc__ or "").strip(),
+                    "doc": info.cls.plain_doc(),
+                    "entry_keys": [
+                        asdict(row) for row in describe_fields(entry, skip={"use", "options"})
+                    ],
                     "options": rows,
                 },
                 indent=2,
@@ -128,20 +120,26 @@ def show_plugin(
     doc = info.cls.plain_doc()
     if doc:
         out += [doc, ""]
+    entry_rows = describe_fields(entry, skip={"use", "options"})
+    if entry_rows:
+        out.append(f"entry keys (every {info.kind} has them):")
+        out += [_option_line(row) for row in entry_rows]
     out.append("options:")
-    if info.kind == "loss":
-        out.append(
-            "  weight: float or schedule = 1.0  -- the loss's weight; a schedule such as "
-            "{0: 1.0, '50%': 0.2} interpolates over the run"
-        )
-        out.append("  label: text | null = None  -- the loss's name in the loss history")
-    for row in rows:
-        out.append(f"  {row['name']}: {row['type']} = {row['default']!r}  -- {row['description']}")
+    out += [_option_line(row) for row in describe_fields(info.cls.Options)]
     sys.stdout.write("\n".join(out) + "\n")
 
 
+def _option_line(row: Any) -> str:
+    from pixgen.docgen import REQUIRED
+
+    default = "" if row.default == REQUIRED else f" = {row.default!r}"
+    return f"  {row.name}: {row.type_and_bounds}{default}  -- {row.description}"
+
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-PluginKind = Literal["generator", "loss", "output"]
+# The kinds `plugins new` has a template for (pixgen/templates/KIND.py.tmpl); a test keeps
+# this in step with pixgen.kinds.PLUGIN_KINDS (imported lazily: it loads torch).
+TemplateKind = Literal["generator", "loss", "output"]
 
 
 def new_plugin_source(kind: str, name: str, file_name: str) -> str:
@@ -159,7 +157,7 @@ def _a(kind: str) -> str:
 
 @plugins_app.command("new")
 def new_plugin(
-    kind: Annotated[PluginKind, typer.Argument(help="generator, loss or output")],
+    kind: Annotated[TemplateKind, typer.Argument(help="generator, loss or output")],
     name: Annotated[str, typer.Argument(help="the plugin's name in recipes, e.g. glow")],
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="where to write it [default: NAME.py]")

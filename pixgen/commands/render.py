@@ -100,7 +100,7 @@ def render_run(
     hold_last: float | None = None,
     frames: str | None = None,
     overwrite: bool = False,
-    note: Callable[[str], None] = lambda message: sys.stderr.write(f"note: {message}\n"),
+    note: Callable[[str], object] = lambda message: sys.stderr.write(f"note: {message}\n"),
 ) -> tuple[Path, int]:
     """Encode the run's frames into a video; returns its path and frame count.
 

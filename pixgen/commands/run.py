@@ -33,20 +33,18 @@ def run_command(
     quiet: QuietOption = False,
 ) -> None:
     """Run a recipe: write final.png, run.json and the outputs into a new run folder."""
-    from pixgen.engine import Engine
+    from pixgen.engine import run
     from pixgen.models.weights import offline_mode
-    from pixgen.recipe import load_recipe
 
-    loaded, plugins = load_recipe(recipe, set_ or [])
-    engine = Engine(
-        loaded,
-        plugins,
+    result = run(
+        recipe,
+        set=set_ or [],
         output=output,
         outputs_root=outputs_root,
         quiet=quiet,
         offline=offline_mode(offline),
     )
-    report(engine.run())
+    report(result)
 
 
 def resume_command(

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 from pydantic import Discriminator, Field, Tag, field_validator
 
-from pixgen.plugin import InputFile, PluginOptions
+from pixgen.options import InputFile, PluginOptions
 from pixgen.steps import StepValue, resolve_step
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf"

@@ -22,7 +22,8 @@ from pydantic import Field
 from pixgen.context import RunContext
 from pixgen.fileio import load_image
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Generator, InputFile, PluginOptions
+from pixgen.options import InputFile, PluginOptions
+from pixgen.plugin import Generator
 from pixgen.spectrum import spectrum_scale
 
 # Square root of the colour correlation of natural images (Lucid's ImageNet estimate).

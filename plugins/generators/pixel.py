@@ -10,7 +10,8 @@ from pixgen.colours import Palette, palette_tensor
 from pixgen.context import RunContext
 from pixgen.fileio import load_image
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Generator, InputFile, PluginOptions
+from pixgen.options import InputFile, PluginOptions
+from pixgen.plugin import Generator
 
 
 class PixelGenerator(Generator):

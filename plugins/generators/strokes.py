@@ -21,7 +21,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from pixgen.colours import Colour, parse_hex
 from pixgen.context import RunContext
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Generator, PluginOptions
+from pixgen.options import PluginOptions
+from pixgen.plugin import Generator
 
 # Elements in one [strokes, segments, H, W] temporary of the nearest-segment search; the
 # search holds about three at once. On the CPU small chunks that stay in the cache are

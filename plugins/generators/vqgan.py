@@ -28,7 +28,8 @@ from pixgen.models.vqgan import (
     vector_quantize,
     vqgan_weights,
 )
-from pixgen.plugin import Generator, InputFile, PluginOptions
+from pixgen.options import InputFile, PluginOptions
+from pixgen.plugin import Generator
 
 
 class VQGANGenerator(Generator):

@@ -12,7 +12,8 @@ from pixgen.context import RunContext
 from pixgen.hookspecs import hookimpl
 from pixgen.models.cutouts import AUGMENTATIONS, CutoutSettings, cutouts_for
 from pixgen.models.prompts import PromptItem, StoryEntry, build_schedule, check_prompts
-from pixgen.plugin import Loss, PluginOptions
+from pixgen.options import PluginOptions
+from pixgen.plugin import Loss
 from pixgen.steps import StepValue
 
 

@@ -8,7 +8,8 @@ from pydantic import Field
 from pixgen.colours import Palette, palette_tensor
 from pixgen.context import RunContext
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Loss, PluginOptions
+from pixgen.options import PluginOptions
+from pixgen.plugin import Loss
 
 
 def nearest_colour_distance(image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

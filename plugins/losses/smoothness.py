@@ -9,7 +9,8 @@ from pydantic import Field
 
 from pixgen.context import RunContext
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Loss, PluginOptions
+from pixgen.options import PluginOptions
+from pixgen.plugin import Loss
 
 
 def total_variation(image: torch.Tensor, norm: str = "l1") -> torch.Tensor:

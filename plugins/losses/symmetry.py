@@ -10,7 +10,8 @@ from pydantic import Field
 
 from pixgen.context import RunContext
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Loss, PluginOptions
+from pixgen.options import PluginOptions
+from pixgen.plugin import Loss
 
 Axis = Literal["left_right", "top_bottom", "both", "rotate_180"]
 

@@ -9,7 +9,8 @@ from pydantic import Field
 from pixgen.context import RunContext
 from pixgen.fileio import load_image
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import InputFile, Loss, PluginOptions
+from pixgen.options import InputFile, PluginOptions
+from pixgen.plugin import Loss
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -13,7 +13,8 @@ from pixgen.context import RunContext
 from pixgen.fileio import numbered_stills, save_png, still_name
 from pixgen.frames import FrameWriter
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Output, PlainName, PluginOptions
+from pixgen.options import PlainName, PluginOptions
+from pixgen.plugin import Output
 from pixgen.steps import StepInterval, resolve_interval
 
 

@@ -11,7 +11,8 @@ from pixgen.context import RunContext
 from pixgen.errors import RecipeError
 from pixgen.fileio import atomic_write_text
 from pixgen.hookspecs import hookimpl
-from pixgen.plugin import Output, PlainName, PluginOptions
+from pixgen.options import PlainName, PluginOptions
+from pixgen.plugin import Output
 from pixgen.steps import StepInterval, resolve_interval
 
 
