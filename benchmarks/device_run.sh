@@ -32,7 +32,7 @@ print("imports ok", pixgen.__file__)
 PY
 STAGE=${STAGE:-bench}
 if [ "$STAGE" = train ]; then
-  timeout ${TRAIN_S:-230} python3 -m pixgen.shapes.train --device cuda --seed 0 \
+  timeout ${TRAIN_S:-230} python3 -m tools.shapes.train --device cuda --seed 0 \
       --minutes ${TRAIN_MIN:-3.5} --out "$OUT/shapes" 2>&1 | tail -n 60 > "$OUT/train.log"
   tail -n 25 "$OUT/train.log"
 fi

@@ -1,11 +1,11 @@
 """Linear probes on ``pixgen/shapes`` image embeddings: what the image tower knows,
 independently of whether the text tower has learnt the words for it.
 
-    python benchmarks/shapes_probe.py --weights PATH
+    python -m benchmarks.shapes_probe --weights PATH
 
 Fits one linear classifier per attribute (first object's colour, shape, position) on
 3,000 training-split images and reports its accuracy on 1,000 other training-split
-images. Zero-shot accuracy (``python -m pixgen.shapes.evaluate``) can only be high where
+images. Zero-shot accuracy (``python -m tools.shapes.evaluate``) can only be high where
 the probe is.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from pixgen.shapes import data as D
-from pixgen.shapes.evaluate import DEFAULT_WEIGHTS, encode_images
-from pixgen.shapes.model import load_weights
+from tools.shapes import data as D
+from tools.shapes.evaluate import DEFAULT_WEIGHTS, encode_images
+from tools.shapes.model import load_weights
 
 
 def probe(weights: Path, n_train: int = 3000, n_test: int = 1000) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The prompt test of ``tests/test_shapes_prompts.py`` with changed settings: pass matrix.
 
-    python benchmarks/shapes_prompt_sweep.py                  # the quick start, seeds 0-2
-    PIXGEN_BUNDLED_MODELS=runs/resnet python benchmarks/shapes_prompt_sweep.py \\
+    python -m benchmarks.shapes_prompt_sweep                  # the quick start, seeds 0-2
+    PIXGEN_BUNDLED_MODELS=runs/resnet python -m benchmarks.shapes_prompt_sweep \\
         '{"clip": {"models": ["pixgen/shapes"], "cutouts": 32}, "seeds": [3, 4, 5]}'
 
 Paints the test's five prompts with the quick-start recipe (its 150 steps, both shipped

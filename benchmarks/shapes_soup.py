@@ -2,7 +2,7 @@
 Wortsman et al. 2022): the runs of benchmarks/RESULTS.md's sixth-session table.
 
     python benchmarks/shapes_soup.py runs/soup runs/a runs/b runs/c
-    python -m pixgen.shapes.evaluate --weights runs/soup/shapes.safetensors
+    python -m tools.shapes.evaluate --weights runs/soup/shapes.safetensors
 
 Writes OUT/shapes.safetensors (the element-wise mean, fp16 as trained; integer buffers from
 the first run) and copies the first run's shapes.json beside it.

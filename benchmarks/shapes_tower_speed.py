@@ -1,8 +1,8 @@
 """How fast can a vision tower learn *shape* on the CPU? Supervised, shape labels only.
 
-    OMP_NUM_THREADS=1 python benchmarks/shapes_tower_speed.py --tower resnet --minutes 6
-    OMP_NUM_THREADS=1 python benchmarks/shapes_tower_speed.py --tower vit --minutes 8
-    OMP_NUM_THREADS=1 python benchmarks/shapes_tower_speed.py --tower shipped --minutes 4 --lr 3e-4
+    OMP_NUM_THREADS=1 python -m benchmarks.shapes_tower_speed --tower resnet --minutes 6
+    OMP_NUM_THREADS=1 python -m benchmarks.shapes_tower_speed --tower vit --minutes 8
+    OMP_NUM_THREADS=1 python -m benchmarks.shapes_tower_speed --tower shipped --minutes 4 --lr 3e-4
 
 Trains the image tower of ``pixgen/shapes`` (``vit``: the shipped architecture from
 scratch; ``resnet``: the ModifiedResNet of ``train --config resnet`` from scratch;
@@ -19,10 +19,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pixgen.shapes import data as D
-from pixgen.shapes.evaluate import DEFAULT_WEIGHTS
-from pixgen.shapes.model import build_model, load_weights, normalize
-from pixgen.shapes.train import boost_position_embedding, model_config
+from tools.shapes import data as D
+from tools.shapes.evaluate import DEFAULT_WEIGHTS
+from tools.shapes.model import build_model, load_weights, normalize
+from tools.shapes.train import boost_position_embedding, model_config
 
 
 def main() -> None:

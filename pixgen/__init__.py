@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so that `import pixgen` (and pixgen.shapes scripts) stay light.
+    # Lazy so that `import pixgen` (and the tools.shapes scripts) stay light.
     if name in _LAZY:
         import importlib
 

@@ -11,15 +11,14 @@ strings and containers of them go in.
 from __future__ import annotations
 
 import io
-import pickle
 import random
-import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pixgen import safeload
 from pixgen.errors import PixgenError
 from pixgen.fileio import CHECKPOINT, atomic_write_bytes
 
@@ -80,18 +79,17 @@ def read_checkpoint(path: Path) -> Checkpoint:
             f"{path.parent} has no {CHECKPOINT} to resume from (a run writes one when it stops "
             "between two steps, and every checkpoint_every steps if its recipe says so)"
         )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Not torch's own message: it suggests weights_only=False, which would run code.
-        raise PixgenError(
-            f"{path} is damaged or not a pixgen checkpoint (it holds more than tensors "
-            "and numbers, and pixgen never loads code from a checkpoint)"
-        ) from None
-    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError):
-        raise PixgenError(
-            f"{path} is damaged or not a pixgen checkpoint (not a whole torch.save file)"
-        ) from None
+    data = safeload.load_pickle(
+        path,
+        safeload.FileKind(
+            what="pixgen checkpoint",
+            # Generator and optimiser states: a few MB for most runs, a few GB at most.
+            max_bytes=16 * safeload.GiB,
+            damaged_fix="Resume from another copy of the run, or start it again.",
+            unsafe_fix="A pixgen checkpoint holds only tensors, numbers and strings: "
+            "this one is damaged or not a pixgen checkpoint.",
+        ),
+    )
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise PixgenError(f"{path} is not a pixgen checkpoint")
     if data.get("version") != VERSION:

@@ -1,7 +1,8 @@
 """The 1/f^decay spectrum behind Fourier-parameterised images.
 
-Used by the ``image`` generator (its ``fft`` parameterisation) and by ``pixgen/shapes``
-training, which draws adversarial changes in the same space (``train --adv-space fft:D``).
+Used by the ``image`` generator (its ``fft`` parameterisation) and by the ``pixgen/shapes``
+training tool (``tools/shapes/train.py``, outside the package), which draws adversarial
+changes in the same space (``--adv-space fft:D``).
 """
 
 from __future__ import annotations

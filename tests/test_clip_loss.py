@@ -120,12 +120,12 @@ def test_runs_are_deterministic_on_the_cpu(tiny: str) -> None:
 def test_two_losses_naming_a_model_share_one_instance(
     tiny: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pixgen.models import clip as clip_models
+    from pixgen.models.clip import factory
 
-    clip_models.clear_model_cache()
+    factory.clear_model_cache()
     built = []
-    original = clip_models._instantiate
-    monkeypatch.setattr(clip_models, "_instantiate", lambda r: built.append(r) or original(r))
+    original = factory.instantiate
+    monkeypatch.setattr(factory, "instantiate", lambda c: built.append(c) or original(c))
     recipe = clip_recipe(tiny, prompts=["a cat"])
     recipe["losses"].append({"use": "clip", "models": [tiny], "prompts": ["a dog"], "weight": 0.5})
     loaded = load_recipe(recipe)

@@ -167,7 +167,7 @@ def test_import_registers_a_local_file_for_offline_loading(tmp_path: Path, hf_ca
 def test_import_refuses_a_corrupt_file(tmp_path: Path) -> None:
     bad = tmp_path / "w.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(WeightsError, match="not a readable checkpoint"):
+    with pytest.raises(WeightsError, match="damaged or not a CLIP checkpoint"):
         weights_provider().import_files("ViT-B-32/mine", [bad])
 
 

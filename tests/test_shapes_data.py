@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from pixgen.shapes import data as D
-from pixgen.shapes import evaluate as E
-from pixgen.shapes.model import (
+from tools.shapes import data as D
+from tools.shapes import evaluate as E
+from tools.shapes.model import (
     SHAPES_MODEL_CONFIG,
     VIT_VISION_CFG,
     build_model,
@@ -234,7 +234,7 @@ def test_evaluate_takes_a_bundled_model_by_name(capsys) -> None:
 
 
 def test_train_writes_weights_config_and_metrics(tmp_path) -> None:
-    from pixgen.shapes import train
+    from tools.shapes import train
 
     out = tmp_path / "run"
     args = ["--device", "cpu", "--steps", "2", "--batch", "8", "--eval-n", "16"]
@@ -250,7 +250,7 @@ def test_train_options_aux_loss_and_other_config(tmp_path) -> None:
     experimental config is saved as trained (its JSON rebuilds the same architecture)."""
     from safetensors.torch import load_file
 
-    from pixgen.shapes import train
+    from tools.shapes import train
 
     config = json.loads(json.dumps(SHAPES_MODEL_CONFIG))
     config["vision_cfg"] = dict(VIT_VISION_CFG, image_size=32, layers=2)
@@ -286,7 +286,7 @@ def test_fine_tuning_starts_from_saved_weights_and_trains_adversarially(
     """``--init`` continues from a saved model (its weights, not a fresh draw) and
     ``--adv-eps`` / ``--adv-space`` train on perturbed images; all are recorded in the
     metrics."""
-    from pixgen.shapes import train
+    from tools.shapes import train
 
     out = tmp_path / "tuned"
     args = ["--device", "cpu", "--steps", "1", "--batch", "8", "--eval-n", "16", "--lr", "0"]
@@ -311,14 +311,14 @@ def test_fine_tuning_starts_from_saved_weights_and_trains_adversarially(
 
 
 def test_fine_tuning_from_a_missing_file_says_so(tmp_path, capsys) -> None:
-    from pixgen.shapes import train
+    from tools.shapes import train
 
     assert train.main(["--init", str(tmp_path / "none.safetensors"), "--device", "cpu"]) == 2
     assert "no weights" in capsys.readouterr().err
 
 
 def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
-    from pixgen.shapes.train import PerturbationSpace, adversarial_images
+    from tools.shapes.train import PerturbationSpace, adversarial_images
 
     torch.manual_seed(0)
     images = torch.rand(4, 3, 16, 16) * 0.8 + 0.1
@@ -351,14 +351,14 @@ def test_adversarial_images_stay_close_and_raise_the_loss() -> None:
     "spec", ["cells", "cells:0", "cells:2.5", "fft", "fft:x", "fft:-1", "waves:2", "pixels:3"]
 )
 def test_perturbation_space_rejects_malformed_specs(spec: str) -> None:
-    from pixgen.shapes.train import PerturbationSpace
+    from tools.shapes.train import PerturbationSpace
 
     with pytest.raises(ValueError, match=r"pixels, cells:N, fft:DECAY|whole number"):
         PerturbationSpace(spec)
 
 
 def test_joined_perturbation_spaces_take_turns() -> None:
-    from pixgen.shapes.train import PerturbationSpace, adversarial_images
+    from tools.shapes.train import PerturbationSpace, adversarial_images
 
     space = PerturbationSpace("cells:4+fft:2")
     assert [space.next_space().spec for _ in range(3)] == ["cells:4", "fft:2", "cells:4"]

@@ -13,7 +13,7 @@ import pytest
 
 from pixgen.cli import main
 from pixgen.models.clip import bundled_models, load_clip
-from pixgen.shapes import data as D
+from tools.shapes import data as D
 
 BUNDLED = Path(__file__).resolve().parent.parent / "pixgen" / "models" / "bundled"
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import pixgen
-from pixgen.shapes.data import COLOURS
+from tools.shapes.data import COLOURS
 
 BUNDLED = Path(__file__).resolve().parent.parent / "pixgen" / "models" / "bundled"
 NAMES = list(COLOURS)

@@ -384,19 +384,19 @@ def test_lightning_checkpoint_helper_pickles_unimportable_class(tmp_path: Path) 
 
 
 def test_static_scan_catches_corrupt_files(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
-    from pixgen.models.vqgan import _scan_checkpoint
+    from pixgen.models.vqgan import check_checkpoint
 
     data = tiny[1].read_bytes()
     for name, payload in (("cut.ckpt", data[: len(data) // 2]), ("html.ckpt", b"<html>")):
         (tmp_path / name).write_bytes(payload)
         with pytest.raises(WeightsError, match="truncated or corrupt"):
-            _scan_checkpoint(tmp_path / name)
+            check_checkpoint(tmp_path / name)
     _, good = write_tiny_vqgan(tmp_path / "st", safetensors=True)
-    _scan_checkpoint(good)
+    check_checkpoint(good)
     (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:1000])
     with pytest.raises(WeightsError, match="truncated or corrupt"):
-        _scan_checkpoint(tmp_path / "cut.safetensors")
-    _scan_checkpoint(tiny[1])
+        check_checkpoint(tmp_path / "cut.safetensors")
+    check_checkpoint(tiny[1])
 
 
 def test_tiny_model_under_a_registry_name_runs_offline(_home: Path) -> None:

@@ -23,8 +23,8 @@ from typing import Protocol, runtime_checkable
 from pixgen.errors import WeightsError
 
 PROVIDERS: tuple[str, ...] = (
-    "pixgen.models.vqgan:weights_provider",
-    "pixgen.models.clip:weights_provider",
+    "pixgen.models.vqgan.weights:weights_provider",
+    "pixgen.models.clip.weights:weights_provider",
 )
 """``module:callable`` of every built-in provider, in listing order."""
 

@@ -1,6 +1,6 @@
 """Measure ``pixgen/shapes`` on the held-out split (colour/shape pairs never seen in training).
 
-    python -m pixgen.shapes.evaluate [--weights PATH] [--device auto|cpu|cuda] [--n 1000] [--json]
+    python -m tools.shapes.evaluate [--weights PATH] [--device auto|cpu|cuda] [--n 1000] [--json]
 
 Zero-shot accuracy of colour, shape and position on single-object images (one prompt per
 class naming that attribute alone: "a red shape", "a circle", "a shape at the left"; also
@@ -20,12 +20,11 @@ from typing import Any
 
 import torch
 
-from pixgen.shapes import data as D
-from pixgen.shapes.model import CONTEXT_LENGTH, input_size, load_weights, normalize
+from pixgen.models.clip import BUNDLED_DIRS
+from tools.shapes import data as D
+from tools.shapes.model import CONTEXT_LENGTH, input_size, load_weights, normalize
 
-DEFAULT_WEIGHTS = (
-    Path(__file__).resolve().parent.parent / "models" / "bundled" / "shapes.safetensors"
-)
+DEFAULT_WEIGHTS = BUNDLED_DIRS[0] / "shapes.safetensors"  # the shipped pixgen/shapes
 ACC_SEED = 20_001  # the evaluation sets are fixed: same images on every machine
 POOL_SEED = 20_002
 TARGETS = {"colour_acc": 0.95, "shape_acc": 0.85, "position_acc": 0.80, "retrieval_p@5": 0.90}
@@ -241,7 +240,7 @@ def resolve_device(name: str) -> torch.device:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pixgen.shapes.evaluate", description=__doc__.split("\n")[0]
+        prog="python -m tools.shapes.evaluate", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--weights",

@@ -724,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m pixgen.shapes.data",
+        prog="python -m tools.shapes.data",
         description="Write captioned pictures of shapes (the data pixgen/shapes learns from).",
     )
     parser.add_argument("folder", type=Path)

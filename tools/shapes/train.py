@@ -1,6 +1,6 @@
 """Train ``pixgen/shapes`` from scratch on generated, captioned shapes.
 
-    python -m pixgen.shapes.train --device cuda --seed 0 --minutes 4 --batch 512 --out DIR
+    python -m tools.shapes.train --device cuda --seed 0 --minutes 4 --batch 512 --out DIR
 
 Contrastive loss as in CLIP (symmetric cross-entropy, learnable temperature), except that
 every image/caption pair that truly matches counts as a positive ("a red circle" fits all
@@ -35,9 +35,10 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pixgen.shapes import data as D  # noqa: E402
-from pixgen.shapes.evaluate import evaluate, format_table, resolve_device  # noqa: E402
-from pixgen.shapes.model import (  # noqa: E402
+from pixgen.spectrum import spectrum_scale  # noqa: E402
+from tools.shapes import data as D  # noqa: E402
+from tools.shapes.evaluate import evaluate, format_table, resolve_device  # noqa: E402
+from tools.shapes.model import (  # noqa: E402
     CONTEXT_LENGTH,
     SHAPES_MODEL_CONFIG,
     VIT_VISION_CFG,
@@ -48,7 +49,6 @@ from pixgen.shapes.model import (  # noqa: E402
     normalize,
     save_weights,
 )
-from pixgen.spectrum import spectrum_scale  # noqa: E402
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature at 100
 # open_clip initialises the ViT's position embedding at width**-0.5 (~0.07) against patch
@@ -259,7 +259,7 @@ def lr_at(step: int, base: float, warmup: int, total: int | None) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m pixgen.shapes.train", description=__doc__.split("\n")[0]
+        prog="python -m tools.shapes.train", description=__doc__.split("\n")[0]
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0)

@@ -1,1 +1,0 @@
-"""pixgen/shapes: a small demonstration CLIP trained on procedurally drawn, captioned shapes."""
